@@ -1,0 +1,65 @@
+"""The ``cmedit`` command line: one module per subcommand, loaded only when that subcommand runs.
+
+``cmedit --help`` and ``cmedit --version`` import neither torch nor diffusers.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from .. import __version__
+
+# name -> "module:attribute"; each module parses, reads files, calls the library and writes files.
+COMMANDS = {
+    "inpaint": "cmedit.cli.inpaint:inpaint",
+    "colorize": "cmedit.cli.colorize:colorize",
+    "super-resolve": "cmedit.cli.super_resolve:super_resolve",
+    "generate": "cmedit.cli.generate:generate",
+    "train": "cmedit.cli.train:train",
+}
+
+SHORT_HELP = {
+    "inpaint": "Fill the white area of a mask in an image.",
+    "colorize": "Colorize a greyscale image.",
+    "super-resolve": "Upscale an image by 2, 4, 8, ...",
+    "generate": "Sample new images from the model.",
+    "train": "Train a consistency model on a folder of images.",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when it is run or its help is shown."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module_name, attribute = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module_name), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, SHORT_HELP[name]) for name in COMMANDS])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="cmedit")
+def main() -> None:
+    """Zero-shot image editing with consistency models.
+
+    Inpainting, colorization and super-resolution with a model trained only to
+    generate: the known pixels are injected between the few denoising steps
+    (Song et al. 2023, Algorithm 4). Every command works offline on the embedded
+    default model, or on any consistency model folder given with --model.
+
+    \b
+    Examples:
+      cmedit inpaint --mask samples/mask.png samples/face.png -o filled.png
+      cmedit colorize samples/face.png -o color.png
+      cmedit super-resolve --factor 4 small.png -o big.png
+      cmedit generate -n 16 -o generated/
+    """

@@ -1,0 +1,140 @@
+"""Options and steps shared by the subcommands: model loading, schedules, seeds, outputs, errors."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+from pathlib import Path
+from typing import Callable, Iterator
+
+import click
+
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def parse_timesteps(ctx: click.Context, param: click.Parameter, value: str | None) -> list[int] | None:
+    """``"22,0"`` -> ``[22, 0]``."""
+    if value is None:
+        return None
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 22,0, got {value!r}") from None
+
+
+def model_options(command: Callable) -> Callable:
+    """The options every model-running subcommand takes."""
+    options = [
+        click.option("--model", "-m", metavar="PATH|ID", default=None,
+                     help="Consistency model: a diffusers folder (unet/ + scheduler/) or a hub id "
+                          "(needs the network). Default: the embedded model."),
+        click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Number of equally spaced sampling steps (network evaluations)."),
+        click.option("--timesteps", callback=parse_timesteps, metavar="T1,T2,...",
+                     help="Explicit descending indices into the model's noise grid, e.g. 22,0 "
+                          "(overrides --steps)."),
+        click.option("--seed", type=int, default=None,
+                     help="Random seed; a random one is drawn and printed when not given."),
+        click.option("--device", default="auto", show_default=True,
+                     help="torch device: cpu, cuda, cuda:1, mps, or auto (cuda when available)."),
+        click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+                     help="Weights' precision; auto is float16 on cuda and float32 elsewhere."),
+        click.option("--class-label", type=click.IntRange(min=0), default=None, metavar="N",
+                     help="Class index for class-conditional models (random when not given)."),
+        click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Number of candidates to produce."),
+        click.option("--overwrite", is_flag=True, help="Replace output files that already exist."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages on stderr."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn the library's input errors into one clear line on stderr and exit code 1."""
+    from ..image_io import ImageReadError
+    from ..loading import ModelLoadError
+
+    try:
+        yield
+    except (ImageReadError, ModelLoadError, ValueError) as error:
+        raise click.ClickException(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
+
+
+def load_model(model: str | None, device: str, dtype: str, quiet: bool):
+    """Load the pipeline on the requested device and precision, with progress bars per ``quiet``."""
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+
+    from ..loading import load_pipeline
+
+    diffusers_logging.set_verbosity_error()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError:
+        raise click.BadParameter(f"unknown device {device!r}", param_hint="--device") from None
+    if dtype == "auto":
+        dtype = "float16" if torch_device.type == "cuda" else "float32"
+    if dtype == "float16" and torch_device.type == "cpu":
+        raise click.BadParameter("float16 is not supported on the CPU; use float32 or bfloat16", param_hint="--dtype")
+    pipe = load_pipeline(model, device=torch_device, dtype=getattr(torch, dtype))
+    pipe.set_progress_bar_config(disable=quiet, leave=False)
+    return pipe
+
+
+def make_generator(seed: int | None, quiet: bool):
+    """A CPU ``torch.Generator`` (same draws on every device); the seed is reported when drawn here."""
+    import torch
+
+    if seed is None:
+        seed = secrets.randbelow(2**31)
+        if not quiet:
+            click.echo(f"seed: {seed}", err=True)
+    return torch.Generator().manual_seed(seed)
+
+
+def schedule_kwargs(steps: int | None, timesteps: list[int] | None, default_steps: int) -> dict:
+    """``num_inference_steps`` / ``timesteps`` for the library call."""
+    if timesteps is not None:
+        return {"num_inference_steps": None, "timesteps": timesteps}
+    return {"num_inference_steps": steps or default_steps, "timesteps": None}
+
+
+def output_paths(output: str | None, stem: str, count: int, default_dir: str = ".") -> list[Path]:
+    """Where ``count`` results go: ``-o file.png`` (numbered ``file_0.png``... when several),
+    ``-o folder/`` (``folder/<stem>.png`` or ``<stem>_0.png``...), or ``<default_dir>/<stem>.png``."""
+    if output is not None and Path(output).suffix and not output.endswith(("/", "\\")):
+        target = Path(output)
+        if count == 1:
+            return [target]
+        return [target.with_name(f"{target.stem}_{i}{target.suffix}") for i in range(count)]
+    folder = Path(output) if output is not None else Path(default_dir)
+    if count == 1:
+        return [folder / f"{stem}.png"]
+    return [folder / f"{stem}_{i}.png" for i in range(count)]
+
+
+def check_outputs(paths: list[Path], overwrite: bool) -> None:
+    """Refuse before any work: unknown formats, existing files (without --overwrite), duplicates."""
+    from ..image_io import check_output_path
+
+    with user_errors():
+        for path in paths:
+            check_output_path(path, overwrite)
+
+
+def write_outputs(images, paths: list[Path], quiet: bool) -> None:
+    """Save PIL images atomically and list them on stderr."""
+    from ..image_io import save_image
+
+    for image, path in zip(images, paths):
+        try:
+            save_image(image, path)
+        except OSError as error:
+            raise click.ClickException(f"{path}: cannot write ({error.strerror or error})") from None
+        if not quiet:
+            click.echo(f"wrote {path}", err=True)

@@ -1,0 +1,76 @@
+"""`cmedit train`: parse options and call `cmedit.training.loop.train` (torch is imported only when it runs)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+PRESET_NAMES = ["tiny", "small", "base"]  # cmedit.training.model.PRESETS, listed here to keep torch out of import
+
+
+@click.command(
+    "train",
+    help="""Train a consistency model with Easy Consistency Tuning (ECT).
+
+DATA is a .npy array (N, H, W, 3) uint8 or a folder of images. The run folder
+gets training_state.pt (resumable), export/ (a ConsistencyModelPipeline folder
+with EMA weights) and samples/ grids, every --checkpoint-minutes.
+
+\b
+Example:
+  cmedit train data/twemoji32_train.npy --run-dir runs/default \\
+      --mixed-precision bf16 --threads 2
+  cmedit train data/twemoji32_train.npy --run-dir runs/default --resume
+""",
+)
+@click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"), show_default=True)
+@click.option("--preset", type=click.Choice(PRESET_NAMES), default="small", show_default=True, help="UNet size.")
+@click.option("--resolution", type=click.IntRange(8), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-4, show_default=True)
+@click.option("--max-steps", type=click.IntRange(1), default=10_000, show_default=True)
+@click.option("--pretrain-steps", type=click.IntRange(0), default=2500, show_default=True,
+              help="Stage 0 (r = 0, denoiser training) length.")
+@click.option("--stage-steps", type=click.IntRange(1), default=800, show_default=True,
+              help="Steps per ECT stage; each stage halves t - r.")
+@click.option("--max-stage", type=click.IntRange(1), default=6, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--mixed-precision", type=click.Choice(["no", "bf16", "fp16"]), default="no", show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
+@click.option("--checkpoint-minutes", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True)
+@click.option("--checkpoint-steps", type=click.IntRange(1), default=None, help="Also checkpoint every N steps.")
+@click.option("--no-hflip", is_flag=True, help="Disable random horizontal flips.")
+@click.option("--resume", is_flag=True, help="Continue from RUN_DIR/training_state.pt.")
+def train(data: Path, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float, max_steps: int,
+          pretrain_steps: int, stage_steps: int, max_stage: int, seed: int, device: str, mixed_precision: str,
+          threads: int | None, checkpoint_minutes: float, checkpoint_steps: int | None, no_hflip: bool,
+          resume: bool) -> None:
+    """Click entry point; all work happens in `cmedit.training.loop.train`."""
+    if resume and not (run_dir / "training_state.pt").exists():
+        raise click.ClickException(f"--resume: {run_dir / 'training_state.pt'} does not exist")
+    if not resume and (run_dir / "training_state.pt").exists():
+        raise click.ClickException(f"{run_dir} already holds a training state; pass --resume or another --run-dir")
+    if data.is_file() and data.suffix != ".npy":
+        raise click.ClickException(f"{data}: expected a .npy file or a folder of images")
+    from cmedit.training.consistency import ECTSchedule
+    from cmedit.training.loop import TrainConfig
+    from cmedit.training.loop import train as run_training
+
+    cfg = TrainConfig(
+        data=str(data), run_dir=str(run_dir), preset=preset, resolution=resolution, batch_size=batch_size, lr=lr,
+        max_steps=max_steps, schedule=ECTSchedule(pretrain_steps=pretrain_steps, stage_steps=stage_steps,
+                                                  max_stage=max_stage),
+        seed=seed, device=device, mixed_precision=mixed_precision, threads=threads,
+        checkpoint_minutes=checkpoint_minutes, checkpoint_steps=checkpoint_steps, hflip=not no_hflip, resume=resume,
+    )
+    try:
+        out = run_training(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(f"exported {out}")
+
+
+if __name__ == "__main__":
+    train()

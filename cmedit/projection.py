@@ -1,0 +1,113 @@
+"""The masked-projection scheduler wrapper: Algorithm 4 of the Consistency Models paper as a scheduler.
+
+``MaskedProjectionScheduler`` wraps a ``CMStochasticIterativeScheduler`` and keeps
+its interface (``set_timesteps``, ``scale_model_input``, ``step``), so generation
+and every edit run through the same sampling loop (``cmedit.sampler.sample``).
+Its ``step`` denoises, clips, applies the projection ``P`` and only then adds the
+next level's noise, drawing that noise exactly as the wrapped scheduler would.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import CMStochasticIterativeScheduler
+from diffusers.schedulers.scheduling_consistency_models import CMStochasticIterativeSchedulerOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+from .operators import Operator
+
+
+class MaskedProjectionScheduler:
+    """A ``CMStochasticIterativeScheduler`` whose every step projects onto the known part of ``y``.
+
+    Args:
+        scheduler: the wrapped scheduler; its config (sigmas, ``sigma_data``, ``s_noise``,
+            ``clip_denoised``) and its ``set_timesteps`` are used unchanged.
+        operator: the edit's ``A``, ``A^T`` and ``Omega`` (1 = generate, 0 = known).
+        y: reference image ``(B, C, H, W)`` in ``[-1, 1]`` on the sampling device and dtype.
+    """
+
+    def __init__(self, scheduler: CMStochasticIterativeScheduler, operator: Operator, y: torch.Tensor) -> None:
+        if not isinstance(scheduler, CMStochasticIterativeScheduler):
+            raise TypeError(f"expected a CMStochasticIterativeScheduler, got {type(scheduler).__name__}")
+        operator.check_shape(y.shape)
+        self.scheduler = scheduler
+        self.operator = operator
+        self.y0 = operator.known_part(y)  # computed once per edit, not per step
+        self._step_index: int | None = None
+
+    @property
+    def config(self):
+        return self.scheduler.config
+
+    @property
+    def timesteps(self) -> torch.Tensor:
+        return self.scheduler.timesteps
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        return self.scheduler.sigmas
+
+    @property
+    def step_index(self) -> int | None:
+        return self._step_index
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: list[int] | None = None,
+    ) -> None:
+        """Set the sigma schedule exactly as the wrapped scheduler does (design.md, section 2)."""
+        self.scheduler.set_timesteps(num_inference_steps=num_inference_steps, device=device, timesteps=timesteps)
+        self._step_index = 0
+
+    def initial_sample(self, noise: torch.Tensor) -> torch.Tensor:
+        """``x = y0 + sigma_1 z`` (Algorithm 4, first line); ``noise`` is ``z``, drawn by the caller."""
+        return self.y0 + self.sigmas[0] * noise
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
+        """``c_in(sigma) x`` with ``c_in = 1 / sqrt(sigma^2 + sigma_data^2)`` (design.md, section 1)."""
+        sigma = self.sigmas[self._require_step()]
+        return sample / (sigma**2 + self.config.sigma_data**2) ** 0.5
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: float | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        return_dict: bool = True,
+    ) -> CMStochasticIterativeSchedulerOutput | tuple:
+        """One iteration of Algorithm 4: ``x <- P(clip(f(x, sigma_n))) + sqrt(sigma_{n+1}^2 - sigma_min^2) z``."""
+        index = self._require_step()
+        config = self.config
+        sigma, sigma_next = self.sigmas[index], self.sigmas[index + 1]
+
+        c_skip, c_out = self.scheduler.get_scalings_for_boundary_condition(sigma)
+        denoised = c_out * model_output + c_skip * sample
+        if config.clip_denoised:
+            denoised = denoised.clamp(-1, 1)
+        denoised = self.operator.project(denoised, self.y0)
+
+        # The same draw as CMStochasticIterativeScheduler.step (design.md, section 5).
+        if len(self.timesteps) > 1:
+            noise = randn_tensor(
+                model_output.shape, dtype=model_output.dtype, device=model_output.device, generator=generator
+            )
+        else:
+            noise = torch.zeros_like(model_output)
+        sigma_hat = sigma_next.clamp(min=config.sigma_min, max=config.sigma_max)
+        prev_sample = denoised + noise * config.s_noise * (sigma_hat**2 - config.sigma_min**2) ** 0.5
+
+        self._step_index = index + 1
+        if not return_dict:
+            return (prev_sample,)
+        return CMStochasticIterativeSchedulerOutput(prev_sample=prev_sample)
+
+    def _require_step(self) -> int:
+        if self._step_index is None:
+            raise RuntimeError("call set_timesteps before sampling")
+        if self._step_index >= len(self.timesteps):
+            raise RuntimeError("all steps of this schedule have been taken; call set_timesteps again")
+        return self._step_index

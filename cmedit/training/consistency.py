@@ -1,0 +1,114 @@
+"""Loss and noise-level schedule for Easy Consistency Tuning (ECT; Geng et al. 2024, arXiv 2406.14548).
+
+Recipe (chosen for a CPU budget of a few hours, from scratch):
+
+* Parameterisation (Song et al. 2023, Appendix C; design.md section 1), batched:
+  ``f(x, t) = c_skip(t) x + c_out(t) F(c_in(t) x, 250 ln t)`` with the scalings of
+  diffusers' ``CMStochasticIterativeScheduler``, so the trained UNet is a drop-in
+  for ``ConsistencyModelPipeline``.
+* ``t ~ LogNormal(P_mean=-1.1, P_std=2.0)`` clipped to ``[sigma_min, sigma_max]`` (iCT / ECT).
+* ``r`` from ECT's mapping (ECT eq. 12, sigmoid n(t)):
+  ``r = max(0, t * (1 - n(t) / q^a))`` with ``n(t) = 1 + k sigmoid(-b t)``, k=8, b=1, q=2.
+  Stage ``a = 0`` gives ``r = 0`` for every t (n(t) >= 1): plain denoiser training, the
+  EDM-style "diffusion pretraining" that ECT starts from. Each later stage halves
+  ``t - r``, so ``r -> t`` (consistency training with a shrinking gap).
+* Stage 0 loss: EDM (Karras et al. 2022, eq. 2 with lambda = 1 / c_out^2): the squared
+  error of ``f`` against the clean image, divided by ``c_out(t)^2``. It trains every noise
+  level equally, including sigma_max, which one-step sampling uses.
+* Stages >= 1 loss (ECT eq. 8 / iCT section 3.3): ``w(t, r) * d(f(x + t z, t), sg f(x + r z, r))``
+  with the SAME z, stop-gradient on the online weights (no separate target EMA, as iCT),
+  ``w = 1 / (t - r)`` and the pseudo-Huber metric ``d = sqrt(|a-b|^2 + c^2) - c``,
+  ``c = 0.00054 sqrt(dim)`` (iCT).
+Why ECT rather than iCT: iCT needs ~10^5+ large-batch steps from scratch; ECT reaches
+usable one/two-step samples after a short denoiser phase plus a few halvings of ``t - r``,
+which fits ~10^4 small-batch CPU steps, and every intermediate checkpoint is a valid
+consistency-parameterised model (boundary condition holds by construction).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from diffusers import CMStochasticIterativeScheduler, UNet2DModel
+
+
+def make_scheduler(num_train_timesteps: int = 40) -> CMStochasticIterativeScheduler:
+    """The sampling scheduler saved with the model (sigma 0.002..80, sigma_data 0.5, rho 7)."""
+    return CMStochasticIterativeScheduler(
+        num_train_timesteps=num_train_timesteps, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0
+    )
+
+
+def scalings(scheduler: CMStochasticIterativeScheduler, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(c_skip, c_out, c_in, c_noise) for a batch of sigmas, exactly as the scheduler computes them."""
+    c_skip, c_out = scheduler.get_scalings_for_boundary_condition(sigma)
+    c_in = 1 / (sigma**2 + scheduler.config.sigma_data**2) ** 0.5
+    c_noise = 1000 * 0.25 * torch.log(sigma + 1e-44)  # scheduler.sigma_to_t, in torch
+    return c_skip, c_out, c_in, c_noise
+
+
+def consistency_fn(
+    unet: UNet2DModel, scheduler: CMStochasticIterativeScheduler, x: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
+    """Batched ``f(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`` (CM paper, Appendix C); sigma is (B,)."""
+    c_skip, c_out, c_in, c_noise = (s.view(-1, 1, 1, 1) for s in scalings(scheduler, sigma))
+    out = unet(c_in * x, c_noise.flatten(), return_dict=False)[0].float()
+    return c_skip * x + c_out * out
+
+
+@dataclass
+class ECTSchedule:
+    """ECT's r(t) mapping and stage curriculum (ECT eq. 12): stage a = step // stage_steps after pretraining."""
+
+    pretrain_steps: int = 3000
+    stage_steps: int = 1000
+    max_stage: int = 6
+    k: float = 8.0
+    b: float = 1.0
+    q: float = 2.0
+    p_mean: float = -1.1
+    p_std: float = 2.0
+
+    def stage(self, step: int) -> int:
+        """0 during denoiser pretraining, then 1, 2, ... up to max_stage."""
+        if step < self.pretrain_steps:
+            return 0
+        return min(1 + (step - self.pretrain_steps) // self.stage_steps, self.max_stage)
+
+    def r_of_t(self, t: torch.Tensor, step: int) -> torch.Tensor:
+        """``r = max(0, t (1 - n(t) / q^a))``, ``n(t) = 1 + k sigmoid(-b t)``; r = 0 in stage 0, r < t always."""
+        n = 1 + self.k * torch.sigmoid(-self.b * t)
+        return (t * (1 - n / self.q ** self.stage(step))).clamp(min=0)
+
+    def sample_t(self, n: int, generator: torch.Generator, device: torch.device, sigma_min: float, sigma_max: float) -> torch.Tensor:
+        """``t ~ LogNormal(p_mean, p_std)`` clipped to [sigma_min, sigma_max] (iCT / ECT)."""
+        z = torch.randn(n, generator=generator, device=device)
+        return (self.p_mean + self.p_std * z).exp().clamp(sigma_min, sigma_max)
+
+
+def ect_loss(
+    unet: UNet2DModel,
+    scheduler: CMStochasticIterativeScheduler,
+    schedule: ECTSchedule,
+    x0: torch.Tensor,
+    step: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """One minibatch loss: EDM denoising in stage 0, ECT consistency loss afterwards (see module docstring)."""
+    cfg = scheduler.config
+    t = schedule.sample_t(x0.shape[0], generator, x0.device, cfg.sigma_min, cfg.sigma_max)
+    z = torch.randn(x0.shape, generator=generator, device=x0.device)
+    f_t = consistency_fn(unet, scheduler, x0 + t.view(-1, 1, 1, 1) * z, t)
+    if schedule.stage(step) == 0:
+        _, c_out = scheduler.get_scalings_for_boundary_condition(t)
+        return (((f_t - x0) ** 2).mean(dim=(1, 2, 3)) / c_out.clamp(min=1e-3) ** 2).mean()
+    r = schedule.r_of_t(t, step)
+    with torch.no_grad():
+        # at r == 0 (clamped) the target is the clean image; f(x0, sigma_min) == x0 anyway
+        r_eval = r.clamp(min=cfg.sigma_min)
+        f_r = consistency_fn(unet, scheduler, x0 + r_eval.view(-1, 1, 1, 1) * z, r_eval)
+        f_r = torch.where((r > 0).view(-1, 1, 1, 1), f_r, x0)
+    c = 0.00054 * math.sqrt(x0[0].numel())
+    d = (((f_t - f_r) ** 2).sum(dim=(1, 2, 3)) + c**2).sqrt() - c
+    return (d / (t - r)).mean()

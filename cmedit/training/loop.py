@@ -1,0 +1,202 @@
+"""The training loop: ECT (Geng et al. 2024) on a diffusers `UNet2DModel`, via `accelerate`, with exact resume.
+
+Outputs in `run_dir`:
+  training_state.pt   model, optimizer, LR schedule, EMA, step and RNG states (`resume=True` continues exactly,
+                      single process)
+  export/             diffusers folder for `ConsistencyModelPipeline` (EMA weights), rewritten atomically
+  samples/step_*.png  fixed-seed samples: top half 1-step, bottom half 2-step (timesteps [22, 0])
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import ConsistencyModelPipeline, UNet2DModel
+from diffusers.training_utils import EMAModel
+from diffusers.utils import make_image_grid
+from tqdm.auto import tqdm
+
+from cmedit.training.consistency import ECTSchedule, ect_loss, make_scheduler
+from cmedit.training.data import load_images, random_batch
+from cmedit.training.model import count_parameters, make_preset, make_unet
+
+STATE_FILE = "training_state.pt"
+EXPORT_DIR = "export"
+
+
+@dataclass
+class TrainConfig:
+    """All training settings; stored in the training state for reference."""
+
+    data: str
+    run_dir: str = "runs/default"
+    preset: str = "small"
+    unet_kwargs: dict | None = None  # if set, `make_unet(**unet_kwargs)` instead of the preset
+    resolution: int = 32
+    batch_size: int = 32
+    lr: float = 2e-4
+    warmup_steps: int = 200
+    max_steps: int = 10_000
+    schedule: ECTSchedule = field(default_factory=ECTSchedule)
+    ema_max_decay: float = 0.9999
+    ema_power: float = 2 / 3
+    grad_clip: float = 1.0
+    hflip: bool = True
+    seed: int = 0
+    device: str = "cpu"
+    mixed_precision: str = "no"
+    checkpoint_minutes: float = 10.0
+    checkpoint_steps: int | None = None
+    num_samples: int = 16
+    resume: bool = False
+    threads: int | None = None
+
+
+def export_pipeline(unet: UNet2DModel, ema: EMAModel, out_dir: Path) -> ConsistencyModelPipeline:
+    """Write a `ConsistencyModelPipeline` folder with the EMA weights to out_dir (atomic replace)."""
+    export_unet = UNet2DModel.from_config(unet.config)
+    ema.copy_to(export_unet.parameters())
+    pipe = ConsistencyModelPipeline(unet=export_unet.to("cpu").eval(), scheduler=make_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    tmp, old = out_dir.with_name(out_dir.name + ".tmp"), out_dir.with_name(out_dir.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    pipe.save_pretrained(tmp, safe_serialization=True)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return pipe
+
+
+@torch.no_grad()
+def save_samples(pipe: ConsistencyModelPipeline, path: Path, n: int, seed: int = 0) -> None:
+    """Fixed-seed sample grid: n one-step samples above n two-step samples (timesteps [22, 0])."""
+    one = pipe(batch_size=n, num_inference_steps=1, generator=torch.Generator().manual_seed(seed)).images
+    two = pipe(batch_size=n, num_inference_steps=None, timesteps=[22, 0], generator=torch.Generator().manual_seed(seed)).images
+    cols = min(n, 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make_image_grid(one + two, rows=2 * ((n + cols - 1) // cols), cols=cols).save(path)
+
+
+def _save_state(path: Path, step: int, model, optimizer, lr_sched, ema: EMAModel, gens, cfg: TrainConfig) -> None:
+    """Everything needed to resume exactly, written atomically."""
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "lr_scheduler": lr_sched.state_dict(),
+        "ema": ema.state_dict(),
+        "rng": {name: g.get_state() for name, g in gens.items()},
+        "torch_rng": torch.get_rng_state(),
+        "config": asdict(cfg),
+    }
+    torch.save(state, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+class _Stop(Exception):
+    """Raised from the SIGTERM handler so the loop checkpoints before exiting."""
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise _Stop()
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) and return the export folder; checkpoints every `checkpoint_minutes` and at the end."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu")
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state_path = run_dir / STATE_FILE
+    rank = accelerator.process_index
+
+    images = load_images(cfg.data, size=cfg.resolution)
+    set_seed(cfg.seed)  # model initialisation
+    if cfg.unet_kwargs is not None:
+        model = make_unet(sample_size=cfg.resolution, **cfg.unet_kwargs)
+    else:
+        model = make_preset(cfg.preset, sample_size=cfg.resolution)
+    ema = EMAModel(model.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, power=cfg.ema_power)
+    gens = {
+        "data": torch.Generator().manual_seed(cfg.seed * 1000 + rank),
+        "noise": torch.Generator(accelerator.device).manual_seed(cfg.seed * 1000 + 500 + rank),
+    }
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
+
+    step, state = 0, None
+    if cfg.resume:
+        if not state_path.exists():
+            raise FileNotFoundError(f"--resume: no {state_path}")
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        step = state["step"]
+    model, optimizer, lr_sched = accelerator.prepare(model, optimizer, lr_sched)
+    ema.to(accelerator.device)
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        lr_sched.load_state_dict(state["lr_scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        for name, g in gens.items():
+            g.set_state(state["rng"][name])
+    unwrapped = accelerator.unwrap_model(model)
+    scheduler = make_scheduler()
+
+    if accelerator.is_main_process:
+        print(f"model {cfg.preset}: {count_parameters(unwrapped) / 1e6:.2f}M params; {len(images)} images; "
+              f"start step {step}; device {accelerator.device}; mixed precision {cfg.mixed_precision}", flush=True)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+    def checkpoint() -> None:
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            _save_state(state_path, step, unwrapped, optimizer, lr_sched, ema, gens, cfg)
+            pipe = export_pipeline(unwrapped, ema, run_dir / EXPORT_DIR)
+            save_samples(pipe, run_dir / "samples" / f"step_{step:07d}.png", cfg.num_samples)
+            tqdm.write(f"[checkpoint] step {step} stage {cfg.schedule.stage(step)} -> {run_dir / EXPORT_DIR}")
+
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process,
+               mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
+    last_ckpt, t_prev, smooth = time.time(), time.time(), None
+    model.train()
+    try:
+        while step < cfg.max_steps:
+            x0 = random_batch(images, cfg.batch_size, gens["data"], cfg.hflip).to(accelerator.device)
+            with accelerator.autocast():
+                loss = ect_loss(model, scheduler, cfg.schedule, x0, step, gens["noise"])
+            accelerator.backward(loss)
+            if cfg.grad_clip:
+                accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            lr_sched.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.step(unwrapped.parameters())
+            step += 1
+
+            now = time.time()
+            smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
+            ips = cfg.batch_size * accelerator.num_processes / max(now - t_prev, 1e-9)
+            t_prev = now
+            bar.set_postfix(loss=f"{smooth:.4f}", img_s=f"{ips:.1f}", stage=cfg.schedule.stage(step), refresh=False)
+            bar.update(1)
+            due_steps = cfg.checkpoint_steps is not None and step % cfg.checkpoint_steps == 0
+            if due_steps or now - last_ckpt > 60 * cfg.checkpoint_minutes:
+                checkpoint()
+                last_ckpt = time.time()
+    except (KeyboardInterrupt, _Stop):
+        tqdm.write(f"interrupted at step {step}; saving")
+    finally:
+        bar.close()
+    checkpoint()
+    return run_dir / EXPORT_DIR

@@ -1,0 +1,51 @@
+"""Tiny consistency models built in code: CPU, no network, a few milliseconds per forward pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import CMStochasticIterativeScheduler, UNet2DModel
+
+from cmedit import ConsistencyEditPipeline
+
+RESOLUTION = 16
+
+
+def tiny_unet(num_class_embeds: int | None = None, sample_size: int = RESOLUTION, seed: int = 0) -> UNet2DModel:
+    """A two-level UNet2DModel with random weights (seeded), as the released models but tiny."""
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=sample_size,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+        attention_head_dim=8,
+        num_class_embeds=num_class_embeds,
+    )
+    # Random weights of a fresh UNet are near zero at the output; scale them up so that the
+    # network's output matters and a wrong scaling or mask cannot hide behind it.
+    with torch.no_grad():
+        unet.conv_out.weight.mul_(50)
+    return unet.eval()
+
+
+def tiny_scheduler(num_train_timesteps: int = 40) -> CMStochasticIterativeScheduler:
+    return CMStochasticIterativeScheduler(num_train_timesteps=num_train_timesteps)
+
+
+@pytest.fixture
+def pipe() -> ConsistencyEditPipeline:
+    pipe = ConsistencyEditPipeline(unet=tiny_unet(), scheduler=tiny_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def class_pipe() -> ConsistencyEditPipeline:
+    pipe = ConsistencyEditPipeline(unet=tiny_unet(num_class_embeds=10), scheduler=tiny_scheduler())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,140 @@
+"""Tests for cmedit.training (ECT training loop, schedule, export, exact resume) and `cmedit train` (CPU, tiny UNet)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline, UNet2DModel
+
+from cmedit.training.consistency import ECTSchedule, consistency_fn, make_scheduler, scalings
+from cmedit.training.data import load_images
+from cmedit.training.loop import STATE_FILE, TrainConfig, train
+
+TINY = {"channels": (16, 32), "attention": (False, True), "layers_per_block": 1}
+
+
+@pytest.fixture
+def data(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "data.npy"
+    np.save(path, rng.integers(0, 256, size=(8, 16, 16, 3), dtype=np.uint8))
+    return path
+
+
+def _cfg(data, run_dir, max_steps, resume=False) -> TrainConfig:
+    return TrainConfig(
+        data=str(data), run_dir=str(run_dir), unet_kwargs=TINY, resolution=16, batch_size=4, max_steps=max_steps,
+        schedule=ECTSchedule(pretrain_steps=2, stage_steps=1, max_stage=3), warmup_steps=2,
+        checkpoint_minutes=1e6, num_samples=2, resume=resume, threads=1,
+    )
+
+
+def test_train_export_loads_in_diffusers(data, tmp_path):
+    out = train(_cfg(data, tmp_path / "run", max_steps=3))
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").exists()
+    pipe = ConsistencyModelPipeline.from_pretrained(out)
+    assert isinstance(pipe.unet, UNet2DModel)
+    assert isinstance(pipe.scheduler, CMStochasticIterativeScheduler)
+    cfg = pipe.scheduler.config
+    assert (cfg.num_train_timesteps, cfg.sigma_min, cfg.sigma_max, cfg.sigma_data, cfg.rho) == (40, 0.002, 80.0, 0.5, 7.0)
+    img = pipe(batch_size=2, num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="np").images
+    assert img.shape == (2, 16, 16, 3) and np.isfinite(img).all()
+    two = pipe(batch_size=2, timesteps=[22, 0], num_inference_steps=None, output_type="np").images
+    assert two.shape == (2, 16, 16, 3)
+    assert list((tmp_path / "run" / "samples").glob("step_*.png"))
+    state = torch.load(tmp_path / "run" / STATE_FILE, weights_only=False)
+    assert state["step"] == 3
+    # the export holds the EMA weights, not the online ones
+    ema_first = state["ema"]["shadow_params"][0]
+    assert torch.equal(next(pipe.unet.parameters()).detach(), ema_first)
+
+
+def test_resume_is_exact(data, tmp_path):
+    train(_cfg(data, tmp_path / "straight", max_steps=4))
+    train(_cfg(data, tmp_path / "split", max_steps=2))
+    assert torch.load(tmp_path / "split" / STATE_FILE, weights_only=False)["step"] == 2
+    train(_cfg(data, tmp_path / "split", max_steps=4, resume=True))
+    a = torch.load(tmp_path / "straight" / STATE_FILE, weights_only=False)
+    b = torch.load(tmp_path / "split" / STATE_FILE, weights_only=False)
+    assert b["step"] == a["step"] == 4
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for pa, pb in zip(a["ema"]["shadow_params"], b["ema"]["shadow_params"]):
+        assert torch.equal(pa, pb)
+    assert a["ema"]["optimization_step"] == b["ema"]["optimization_step"]
+    assert torch.equal(a["rng"]["noise"], b["rng"]["noise"])
+
+
+def test_resume_without_state_fails(data, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        train(_cfg(data, tmp_path / "none", max_steps=1, resume=True))
+
+
+def test_ect_schedule_properties():
+    s = ECTSchedule(pretrain_steps=100, stage_steps=50, max_stage=8)
+    t = torch.logspace(np.log10(0.002), np.log10(80), 200)
+    assert torch.all(s.r_of_t(t, 0) == 0) and torch.all(s.r_of_t(t, 99) == 0)  # stage 0: denoiser training
+    prev = torch.zeros_like(t)
+    for step in range(100, 100 + 50 * 10, 50):
+        r = s.r_of_t(t, step)
+        assert torch.all(r < t) and torch.all(r >= 0)
+        assert torch.all(r >= prev)  # r -> t monotonically over training
+        prev = r
+    assert s.stage(10_000) == 8
+    assert torch.all(s.r_of_t(t, 10_000)[t > 1] / t[t > 1] > 0.96)  # gap t - r shrinks to a few % of t
+    sig = s.sample_t(100_000, torch.Generator().manual_seed(0), torch.device("cpu"), 0.002, 80.0)
+    assert abs(sig.log().median().item() - (-1.1)) < 0.05 and sig.min() >= 0.002 and sig.max() <= 80
+
+
+def test_scalings_match_diffusers_scheduler():
+    sched = make_scheduler()
+    sched.set_timesteps(num_inference_steps=None, timesteps=[22, 0])
+    for i, sigma in enumerate(sched.sigmas[:2]):
+        sched._step_index = None
+        x = torch.ones(1)
+        _, _, c_in, c_noise = scalings(sched, sigma.reshape(1).double())
+        assert torch.allclose(c_in * x, sched.scale_model_input(x, sched.timesteps[i]).double())
+        assert abs(c_noise.item() - float(sched.timesteps[i])) < 1e-3
+
+
+def test_boundary_condition():
+    unet = UNet2DModel(sample_size=8, block_out_channels=(16, 16), down_block_types=("DownBlock2D",) * 2,
+                       up_block_types=("UpBlock2D",) * 2, layers_per_block=1, norm_num_groups=8)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        f = consistency_fn(unet, make_scheduler(), x, torch.full((2,), 0.002))
+        g = consistency_fn(unet, make_scheduler(), x, torch.full((2,), 1.0))
+    assert torch.allclose(f, x)
+    assert not torch.allclose(g, x)
+
+
+def test_load_images_folder_and_npy(tmp_path):
+    from PIL import Image
+
+    arr = np.random.default_rng(1).integers(0, 256, size=(3, 8, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "a.npy", arr)
+    (tmp_path / "imgs").mkdir()
+    for i, a in enumerate(arr):
+        Image.fromarray(a).save(tmp_path / "imgs" / f"{i}.png")
+    x, y = load_images(tmp_path / "a.npy"), load_images(tmp_path / "imgs")
+    assert x.shape == (3, 3, 8, 8) and x.min() >= -1 and x.max() <= 1
+    assert torch.allclose(x, y)
+    with pytest.raises(ValueError):
+        load_images(tmp_path / "nothing")
+
+
+def test_cli_train_import_is_light_and_validates(data, tmp_path):
+    code = ("import sys, cmedit.cli; before = 'torch' in sys.modules; import cmedit.cli.train; "
+            "print(before or 'torch' not in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+    from cmedit.cli.train import train as train_cmd
+
+    res = CliRunner().invoke(train_cmd, [str(data), "--run-dir", str(tmp_path / "r"), "--resume"])
+    assert res.exit_code != 0 and "does not exist" in res.output
+    res = CliRunner().invoke(train_cmd, ["--help"])
+    assert res.exit_code == 0 and "Example" in res.output
