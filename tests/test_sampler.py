@@ -101,7 +101,9 @@ def test_edit_is_algorithm_4_with_the_documented_draw_order(pipe):
             x = denoised + noise * (sigmas[n + 1].clamp(min=smin) ** 2 - smin**2) ** 0.5
     assert torch.allclose(ours, x.clamp(-1, 1), atol=1e-5)
     keep = mask[0, 0] == 0
-    assert torch.allclose(ours[..., keep], y[..., keep], atol=1e-6)  # up to the [0, 1] output round trip
+    # Known pixels are y up to float noise: diffusers' last step adds noise * sqrt(sigma_min^2 - sigma_min^2),
+    # which float32 leaves at ~1e-6 rather than 0 (far below one 8-bit level; see test_pipeline).
+    assert torch.allclose(ours[..., keep], y[..., keep], atol=1e-5)
 
 
 def test_wrapper_requires_set_timesteps():

@@ -7,15 +7,15 @@ Recipe (chosen for a CPU budget of a few hours, from scratch):
   diffusers' ``CMStochasticIterativeScheduler``, so the trained UNet is a drop-in
   for ``ConsistencyModelPipeline``.
 * ``t ~ LogNormal(P_mean=-1.1, P_std=2.0)`` clipped to ``[sigma_min, sigma_max]`` (iCT / ECT).
-* ``r`` from ECT's mapping (ECT eq. 12, sigmoid n(t)):
+* ``r`` from ECT's sigmoid mapping of the gap (ECT, section on the r/t schedule):
   ``r = max(0, t * (1 - n(t) / q^a))`` with ``n(t) = 1 + k sigmoid(-b t)``, k=8, b=1, q=2.
   Stage ``a = 0`` gives ``r = 0`` for every t (n(t) >= 1): plain denoiser training, the
   EDM-style "diffusion pretraining" that ECT starts from. Each later stage halves
   ``t - r``, so ``r -> t`` (consistency training with a shrinking gap).
-* Stage 0 loss: EDM (Karras et al. 2022, eq. 2 with lambda = 1 / c_out^2): the squared
+* Stage 0 loss: EDM's denoising loss (Karras et al. 2022, weight lambda = 1 / c_out^2): the squared
   error of ``f`` against the clean image, divided by ``c_out(t)^2``. It trains every noise
   level equally, including sigma_max, which one-step sampling uses.
-* Stages >= 1 loss (ECT eq. 8 / iCT section 3.3): ``w(t, r) * d(f(x + t z, t), sg f(x + r z, r))``
+* Stages >= 1 loss (ECT's consistency loss; iCT, Song & Dhariwal 2023, for d and w): ``w(t, r) * d(f(x + t z, t), sg f(x + r z, r))``
   with the SAME z, stop-gradient on the online weights (no separate target EMA, as iCT),
   ``w = 1 / (t - r)`` and the pseudo-Huber metric ``d = sqrt(|a-b|^2 + c^2) - c``,
   ``c = 0.00054 sqrt(dim)`` (iCT).
@@ -59,7 +59,7 @@ def consistency_fn(
 
 @dataclass
 class ECTSchedule:
-    """ECT's r(t) mapping and stage curriculum (ECT eq. 12): stage a = step // stage_steps after pretraining."""
+    """ECT's r(t) mapping and stage curriculum: stage a = 1 + (step - pretrain) // stage_steps after pretraining."""
 
     pretrain_steps: int = 3000
     stage_steps: int = 1000
