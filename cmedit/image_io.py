@@ -1,4 +1,4 @@
-"""Conversions at the edges: files, PIL images and arrays to ``(B, C, H, W)`` tensors in ``[-1, 1]`` and back.
+"""Conversions at the edges: PIL images and arrays to ``(B, C, H, W)`` tensors in ``[-1, 1]`` and back.
 
 Accepted image inputs (one image, or a list of them for a batch):
 
@@ -14,26 +14,16 @@ alpha, transparency counts as keep: the mask value is grey level times alpha.
 
 from __future__ import annotations
 
-import os
-import tempfile
-from pathlib import Path
 from typing import Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from .operators import LUMINANCE
 
 ImageInput = Union[Image.Image, np.ndarray, torch.Tensor]
 ImageBatchInput = Union[ImageInput, Sequence[ImageInput]]
-
-WRITABLE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
-
-
-class ImageReadError(ValueError):
-    """A file that cannot be used as an image or mask; the message is one line naming the file."""
-
 
 def _as_list(images: ImageBatchInput) -> list[ImageInput]:
     if isinstance(images, (list, tuple)):
@@ -76,6 +66,8 @@ def _single_to_float(image: ImageInput, gray: bool) -> torch.Tensor:
             raise ValueError(f"image tensors must be (C, H, W) or (B, C, H, W), got shape {tuple(image.shape)}")
     else:
         raise TypeError(f"expected a PIL image, numpy array or torch tensor, got {type(image).__name__}")
+    if tensor.numel() == 0:
+        raise ValueError(f"image has zero size (shape {tuple(tensor.shape)})")
     if not torch.isfinite(tensor).all():
         raise ValueError("image contains NaN or infinite values")
     if tensor.min() < 0 or tensor.max() > 1:
@@ -145,52 +137,3 @@ def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
     """``(B, C, H, W)`` in ``[-1, 1]`` to ``(B, H, W, C)`` uint8, rounding to the nearest level."""
     x = ((x.float() + 1) * 127.5).round().clamp(0, 255)
     return x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
-def read_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file fully, with EXIF orientation applied; ``ImageReadError`` on any failure."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file")
-    if path.is_dir():
-        raise ImageReadError(f"{path}: is a directory, not an image")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image file PIL can read") from None
-    except Image.DecompressionBombError as error:
-        raise ImageReadError(f"{path}: refused, too many pixels ({error})") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ImageReadError(f"{path}: cannot read image ({error})") from None
-    if image.width == 0 or image.height == 0:
-        raise ImageReadError(f"{path}: image has zero size")
-    return image
-
-
-def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Validate an output file path before any work is done; returns it as a ``Path``."""
-    path = Path(path)
-    if path.suffix.lower() not in WRITABLE_SUFFIXES:
-        raise ValueError(f"{path}: unknown output format {path.suffix or '(no extension)'!r}; "
-                         f"use one of {', '.join(sorted(WRITABLE_SUFFIXES))}")
-    if path.exists() and not overwrite:
-        raise ValueError(f"{path}: already exists (pass --overwrite to replace it)")
-    if path.is_dir():
-        raise ValueError(f"{path}: is a directory")
-    return path
-
-
-def save_image(image: Image.Image, path: str | os.PathLike) -> None:
-    """Write ``image`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        image.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -106,8 +106,8 @@ def test_num_samples_writes_numbered_candidates(files, model_dir):
 
 @pytest.mark.parametrize("args,message", [
     (["inpaint", "--mask", "{tmp}/mask.png", "{tmp}/missing.png"], "missing.png: no such file"),
-    (["inpaint", "--mask", "{tmp}/mask.png", "{tmp}/not_an_image.png"], "not an image file"),
-    (["inpaint", "--mask", "{tmp}/mask8.png", "{tmp}/img.png"], "mask is 8x8 but"),
+    (["inpaint", "--mask", "{tmp}/mask.png", "{tmp}/not_an_image.png"], "not an image file that can be read"),
+    (["inpaint", "--mask", "{tmp}/mask8.png", "{tmp}/img.png"], "is 8x8 but the image is 16x16 (pass --resize-mask"),
     (["super-resolve", "--factor", "3", "{tmp}/small.png"], "factor 3 does not divide the model resolution"),
     (["colorize", "--timesteps", "0,22", "{tmp}/img.png"], "timesteps must be strictly descending"),
     (["colorize", "--timesteps", "45,0", "{tmp}/img.png"], "timesteps must lie in [0, 39]"),

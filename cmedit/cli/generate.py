@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .options import (check_outputs, load_model, make_generator, model_options, output_paths,
-                      schedule_kwargs, user_errors, write_outputs)
+from .files import is_file_target
+from .options import ModelLoader, make_generator, model_options, resolve_seed, schedule_kwargs, user_errors
 
 
 @click.command(epilog="""\b
@@ -20,23 +20,30 @@ Examples:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Images per forward pass.")
 @click.option("-o", "--output", metavar="PATH", default="generated/", show_default=True,
-              help="Output folder (files 0000.png, ...), or a file name when -n is 1.")
+              help="Output folder (files 0000.png, ...), or a file name (numbered when several).")
 @model_options
-def generate(num_images: int, batch_size: int, output: str, model, steps, timesteps, seed, device, dtype,
-             class_label, num_samples, overwrite, quiet) -> None:
+def generate(num_images, batch_size, output, model, steps, timesteps, seed, device, dtype, class_label,
+             num_samples, overwrite, quiet) -> None:
     """Sample new images from the model in 1 step (default) or a few (--steps, --timesteps)."""
+    from ..image_files import check_output_path, write_image
+
     count = num_images * num_samples
-    if Path(output).suffix and not output.endswith(("/", "\\")):
-        paths = output_paths(output, "sample", count)
+    if is_file_target(output):
+        target = Path(output)
+        paths = [target] if count == 1 else [target.with_name(f"{target.stem}_{i}{target.suffix}")
+                                             for i in range(count)]
     else:
         paths = [Path(output) / f"{i:04d}.png" for i in range(count)]
-    check_outputs(paths, overwrite)
     with user_errors():
-        pipe = load_model(model, device, dtype, quiet)
-        generator = make_generator(seed, quiet)
-        images = []
+        for path in paths:
+            check_output_path(path, overwrite)
+        pipe = ModelLoader(model, device, dtype, quiet)()
+        generator = make_generator(resolve_seed(seed, quiet))
         for start in range(0, count, batch_size):
-            n = min(batch_size, count - start)
-            images += pipe.generate(batch_size=n, class_labels=class_label, generator=generator,
-                                    **schedule_kwargs(steps, timesteps, 1)).images
-    write_outputs(images, paths, quiet)
+            images = pipe.generate(batch_size=min(batch_size, count - start), class_labels=class_label,
+                                   generator=generator, output_type="np",
+                                   **schedule_kwargs(steps, timesteps, 1)).images
+            for path, rgb in zip(paths[start:], images):
+                write_image(path, rgb)
+                if not quiet:
+                    click.echo(f"wrote {path}", err=True)

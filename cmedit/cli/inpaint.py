@@ -1,4 +1,4 @@
-"""``cmedit inpaint``: fill the white area of a mask."""
+"""``cmedit inpaint``: fill the white area of a mask (or the transparent area of an RGBA image)."""
 
 from __future__ import annotations
 
@@ -6,36 +6,68 @@ from pathlib import Path
 
 import click
 
-from .options import (check_outputs, load_model, make_generator, model_options, output_paths,
-                      schedule_kwargs, user_errors, write_outputs)
+from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
+from .options import ModelLoader, make_generator, model_options, resolve_seed, schedule_kwargs, user_errors
 
 
 @click.command(epilog="""\b
 Examples:
-  cmedit inpaint --mask samples/face_mask.png samples/face.png -o filled.png
+  cmedit inpaint --mask samples/center_mask.png samples/face.png -o filled.png
   cmedit inpaint --mask m.png img.png --num-samples 4 -o candidates/
+  cmedit inpaint --mask m.png a.png b.png 'photos/*.png' -o filled/
+  cmedit inpaint sticker_with_holes.png          # RGBA: the transparent pixels are filled
 """)
-@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--mask", "mask_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Mask image of the same size: white (>= 50% grey) = fill, black or transparent = keep.")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("--mask", "mask_path", type=click.Path(path_type=Path), default=None,
+              help="Mask image: white (>= 50% grey) = fill, black or transparent = keep. "
+                   "Without it, the transparent pixels of an RGBA image are filled.")
+@click.option("--resize-mask", is_flag=True, help="Resize the mask to each image's size (nearest neighbour).")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_inpainted.png.")
 @model_options
-def inpaint(image: Path, mask_path: Path, output: str | None, model, steps, timesteps, seed, device, dtype,
-            class_label, num_samples, overwrite, quiet) -> None:
-    """Fill the white area of MASK in IMAGE; every pixel outside it is kept exactly."""
-    from ..image_io import read_image
+@file_options
+def inpaint(images, mask_path, resize_mask, output, model, steps, timesteps, seed, device, dtype, class_label,
+            num_samples, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
+    """Fill the masked area of each IMAGE; every pixel outside it is kept exactly."""
+    import numpy as np
+    from PIL import Image
+
+    from ..image_files import DEFAULT_MAX_PIXELS, read_image, read_mask
+    from ..image_io import masks_to_tensor
     from ..pipeline import DEFAULT_EDIT_STEPS
 
-    paths = output_paths(output, f"{image.stem}_inpainted", num_samples)
-    check_outputs(paths, overwrite)
-    with user_errors():
-        picture, mask = read_image(image), read_image(mask_path)
-        if picture.size != mask.size:
-            raise ValueError(f"{mask_path}: mask is {mask.width}x{mask.height} but {image} is "
-                             f"{picture.width}x{picture.height}")
-        pipe = load_model(model, device, dtype, quiet)
-        result = pipe.inpaint(picture, mask, class_labels=class_label, num_images_per_prompt=num_samples,
-                              generator=make_generator(seed, quiet),
-                              **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS))
-    write_outputs(result.images, paths, quiet)
+    max_pixels = max_pixels or DEFAULT_MAX_PIXELS
+    jobs = plan_jobs(expand_inputs(images), output, "inpainted", num_samples)
+    mask_image = None
+    if mask_path is not None:
+        with user_errors():
+            mask_image = read_mask(mask_path, max_pixels)
+    pipe, seed = ModelLoader(model, device, dtype, quiet), resolve_seed(seed, quiet)
+
+    def edit(source: Path) -> list[Result]:
+        loaded = read_image(source, max_pixels)
+        if mask_image is None:
+            if loaded.alpha is None:
+                raise ValueError(f"{source}: no --mask given and the image has no alpha channel to fill")
+            mask = loaded.alpha < 0.5
+        else:
+            current = mask_image
+            if current.size != loaded.size:
+                if not resize_mask:
+                    raise ValueError(f"{source}: mask {mask_path} is {current.width}x{current.height} but the image "
+                                     f"is {loaded.size[0]}x{loaded.size[1]} (pass --resize-mask to resize it)")
+                current = current.resize(loaded.size, Image.NEAREST)
+            mask = masks_to_tensor(current)[0, 0].numpy() > 0.5
+        if not mask.any():
+            raise ValueError(f"{source}: the mask is empty (all black): nothing to inpaint")
+        if mask.all() and not quiet:
+            click.echo(f"{source}: the mask covers the whole image: generating a new image", err=True)
+        out = pipe().inpaint(loaded.rgb, mask, class_labels=class_label, num_images_per_prompt=num_samples,
+                             generator=make_generator(seed), output_type="np",
+                             **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
+        alpha = loaded.alpha
+        if alpha is not None and mask_image is None:
+            alpha = np.where(mask, 1.0, alpha)  # filled holes become opaque
+        return [Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in out]
+
+    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha)

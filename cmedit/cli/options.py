@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from pathlib import Path
 from typing import Callable, Iterator
 
 import click
@@ -54,12 +53,9 @@ def model_options(command: Callable) -> Callable:
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the library's input errors into one clear line on stderr and exit code 1."""
-    from ..image_io import ImageReadError
-    from ..loading import ModelLoadError
-
     try:
         yield
-    except (ImageReadError, ModelLoadError, ValueError) as error:
+    except ValueError as error:  # ImageReadError, ImageWriteError, ModelLoadError and the library's checks
         raise click.ClickException(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
 
 
@@ -86,15 +82,33 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool):
     return pipe
 
 
-def make_generator(seed: int | None, quiet: bool):
-    """A CPU ``torch.Generator`` (same draws on every device); the seed is reported when drawn here."""
-    import torch
-
+def resolve_seed(seed: int | None, quiet: bool) -> int:
+    """The seed to use; a random one is drawn and reported when none is given, so results can be redone."""
     if seed is None:
         seed = secrets.randbelow(2**31)
         if not quiet:
             click.echo(f"seed: {seed}", err=True)
+    return seed
+
+
+def make_generator(seed: int):
+    """A CPU ``torch.Generator`` (the same draws on every device)."""
+    import torch
+
     return torch.Generator().manual_seed(seed)
+
+
+class ModelLoader:
+    """Loads the pipeline on first use, so that argument and file errors come before the slow part."""
+
+    def __init__(self, model: str | None, device: str, dtype: str, quiet: bool) -> None:
+        self.args = (model, device, dtype, quiet)
+        self._pipe = None
+
+    def __call__(self):
+        if self._pipe is None:
+            self._pipe = load_model(*self.args)
+        return self._pipe
 
 
 def schedule_kwargs(steps: int | None, timesteps: list[int] | None, default_steps: int) -> dict:
@@ -102,39 +116,3 @@ def schedule_kwargs(steps: int | None, timesteps: list[int] | None, default_step
     if timesteps is not None:
         return {"num_inference_steps": None, "timesteps": timesteps}
     return {"num_inference_steps": steps or default_steps, "timesteps": None}
-
-
-def output_paths(output: str | None, stem: str, count: int, default_dir: str = ".") -> list[Path]:
-    """Where ``count`` results go: ``-o file.png`` (numbered ``file_0.png``... when several),
-    ``-o folder/`` (``folder/<stem>.png`` or ``<stem>_0.png``...), or ``<default_dir>/<stem>.png``."""
-    if output is not None and Path(output).suffix and not output.endswith(("/", "\\")):
-        target = Path(output)
-        if count == 1:
-            return [target]
-        return [target.with_name(f"{target.stem}_{i}{target.suffix}") for i in range(count)]
-    folder = Path(output) if output is not None else Path(default_dir)
-    if count == 1:
-        return [folder / f"{stem}.png"]
-    return [folder / f"{stem}_{i}.png" for i in range(count)]
-
-
-def check_outputs(paths: list[Path], overwrite: bool) -> None:
-    """Refuse before any work: unknown formats, existing files (without --overwrite), duplicates."""
-    from ..image_io import check_output_path
-
-    with user_errors():
-        for path in paths:
-            check_output_path(path, overwrite)
-
-
-def write_outputs(images, paths: list[Path], quiet: bool) -> None:
-    """Save PIL images atomically and list them on stderr."""
-    from ..image_io import save_image
-
-    for image, path in zip(images, paths):
-        try:
-            save_image(image, path)
-        except OSError as error:
-            raise click.ClickException(f"{path}: cannot write ({error.strerror or error})") from None
-        if not quiet:
-            click.echo(f"wrote {path}", err=True)

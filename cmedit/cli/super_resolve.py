@@ -6,16 +6,16 @@ from pathlib import Path
 
 import click
 
-from .options import (check_outputs, load_model, make_generator, model_options, output_paths,
-                      schedule_kwargs, user_errors, write_outputs)
+from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
+from .options import ModelLoader, make_generator, model_options, resolve_seed, schedule_kwargs
 
 
 @click.command(epilog="""\b
 Examples:
-  cmedit super-resolve --factor 4 small.png -o big.png
+  cmedit super-resolve --factor 4 samples/face_8x8.png -o big.png
   cmedit super-resolve --factor 2 --colorize small_gray.png -o big_color.png
 """)
-@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("--factor", "-f", type=click.IntRange(min=2), default=4, show_default=True,
               help="Upscaling factor; must divide the model's resolution (2, 4, 8, ...).")
 @click.option("--colorize", "also_colorize", is_flag=True,
@@ -23,18 +23,27 @@ Examples:
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_x<factor>.png.")
 @model_options
-def super_resolve(image: Path, factor: int, also_colorize: bool, output: str | None, model, steps, timesteps,
-                  seed, device, dtype, class_label, num_samples, overwrite, quiet) -> None:
-    """Upscale IMAGE by FACTOR; averaging each FACTOR x FACTOR block of the output gives IMAGE back."""
-    from ..image_io import read_image
+@file_options
+def super_resolve(images, factor, also_colorize, output, model, steps, timesteps, seed, device, dtype, class_label,
+                  num_samples, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
+    """Upscale each IMAGE by FACTOR; averaging each FACTOR x FACTOR output block gives the input back."""
+    import numpy as np
+
+    from ..image_files import DEFAULT_MAX_PIXELS, read_image
     from ..pipeline import DEFAULT_EDIT_STEPS
 
-    paths = output_paths(output, f"{image.stem}_x{factor}", num_samples)
-    check_outputs(paths, overwrite)
-    with user_errors():
-        picture = read_image(image)
-        pipe = load_model(model, device, dtype, quiet)
-        result = pipe.super_resolve(picture, factor=factor, colorize=also_colorize, class_labels=class_label,
-                                    num_images_per_prompt=num_samples, generator=make_generator(seed, quiet),
-                                    **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS))
-    write_outputs(result.images, paths, quiet)
+    jobs = plan_jobs(expand_inputs(images), output, f"x{factor}", num_samples)
+    pipe, seed = ModelLoader(model, device, dtype, quiet), resolve_seed(seed, quiet)
+
+    def edit(source: Path) -> list[Result]:
+        loaded = read_image(source, max_pixels or DEFAULT_MAX_PIXELS)
+        out = pipe().super_resolve(loaded.rgb, factor=factor, colorize=also_colorize, class_labels=class_label,
+                                   num_images_per_prompt=num_samples, generator=make_generator(seed),
+                                   output_type="np", **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
+        alpha = loaded.alpha
+        if alpha is not None:  # transparency is not super-resolved, only enlarged
+            alpha = np.repeat(np.repeat(alpha, factor, axis=0), factor, axis=1)
+        grey = loaded.grey and not also_colorize
+        return [Result(rgb, alpha, loaded.bits, grey, loaded.icc_profile) for rgb in out]
+
+    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha)

@@ -1,0 +1,139 @@
+"""Many input files, one model: output naming, skipping, per-file errors and the closing summary."""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import click
+
+from .options import user_errors
+
+
+@dataclass
+class Result:
+    """One edited image to write: float ``(H, W, 3)`` RGB in ``[0, 1]``, optional ``(H, W)`` alpha,
+    and the source's bit depth, greyness and ICC profile so that it is written back in kind."""
+
+    rgb: object
+    alpha: object | None = None
+    bits: int = 8
+    grey: bool = False
+    icc_profile: bytes | None = None
+
+
+@dataclass
+class Job:
+    source: Path
+    outputs: list[Path]
+
+
+def file_options(command: Callable) -> Callable:
+    """Options of the commands that read and write image files."""
+    options = [
+        click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
+                     help="JPEG / WebP quality of the outputs."),
+        click.option("--no-alpha", is_flag=True, help="Drop the input's alpha channel from the outputs."),
+        click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Refuse images with more pixels than this (default 64,000,000)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def expand_inputs(patterns: Sequence[str]) -> list[Path]:
+    """Input arguments to paths; a quoted glob such as 'photos/*.jpg' is expanded here."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) and not Path(pattern).exists() else []
+        if glob.has_magic(pattern) and not Path(pattern).exists() and not matches:
+            raise click.ClickException(f"{pattern}: no file matches")
+        paths += [Path(match) for match in matches] or [Path(pattern)]
+    return paths
+
+
+def is_file_target(output: str | None) -> bool:
+    """``-o`` names a file (has an extension, is no existing folder, does not end with a slash)."""
+    return output is not None and Path(output).suffix != "" and not output.endswith(("/", "\\")) \
+        and not Path(output).is_dir()
+
+
+def plan_jobs(inputs: list[Path], output: str | None, task: str, count: int) -> list[Job]:
+    """Output paths per input: ``-o file.ext`` (one input; ``file_0.ext``... for candidates),
+    ``-o folder/`` or an existing folder (``folder/<stem>_<task>.png``), or ``./<stem>_<task>.png``."""
+    to_file = is_file_target(output)
+    if to_file and len(inputs) > 1:
+        raise click.ClickException(f"{output}: with several inputs, -o must be a folder (end it with /)")
+    jobs = []
+    for source in inputs:
+        if to_file:
+            target = Path(output)
+            names = [target] if count == 1 else [target.with_name(f"{target.stem}_{i}{target.suffix}")
+                                                 for i in range(count)]
+        else:
+            folder = Path(output) if output is not None else Path(".")
+            stem = f"{source.stem}_{task}"
+            names = [folder / f"{stem}.png"] if count == 1 else [folder / f"{stem}_{i}.png" for i in range(count)]
+        jobs.append(Job(source, names))
+    outputs = [path for job in jobs for path in job.outputs]
+    if len(set(outputs)) != len(outputs):
+        raise click.ClickException("two inputs would write the same output file (same name in different folders)")
+    return jobs
+
+
+def run_jobs(jobs: list[Job], edit: Callable[[Path], list[Result]], *, output: str | None, overwrite: bool,
+             quiet: bool, quality: int = 95, no_alpha: bool = False) -> None:
+    """Run ``edit`` on every job's input and ``write`` its results; report per file, exit 1 if any failed.
+
+    An output that exists is an error for a single explicit ``-o file`` and is skipped otherwise,
+    unless ``--overwrite``. One bad file does not stop the others.
+    """
+    from ..image_files import check_output_path, write_image
+    from ..loading import ModelLoadError
+
+    written = skipped = failed = 0
+    for job in jobs:
+        with user_errors():
+            for path in job.outputs:
+                check_output_path(path, overwrite=True)  # format and folder: fatal, before any work
+    progress = None
+    if len(jobs) > 1 and not quiet:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=len(jobs), unit="file", leave=False)
+    for job in jobs:
+        existing = [path for path in job.outputs if path.exists()]
+        if existing and not overwrite:
+            if is_file_target(output):
+                raise click.ClickException(f"{existing[0]}: already exists (pass --overwrite to replace it)")
+            skipped += 1
+            if not quiet:
+                click.echo(f"skipped {job.source}: {existing[0]} exists (--overwrite to replace)", err=True)
+        else:
+            try:
+                results = edit(job.source)
+                for path, result in zip(job.outputs, results):
+                    write_image(path, result.rgb, None if no_alpha else result.alpha, bits=result.bits,
+                                grey=result.grey, icc_profile=result.icc_profile, quality=quality)
+                    if not quiet:
+                        click.echo(f"wrote {path}", err=True)
+                written += 1
+            except ModelLoadError as error:
+                raise click.ClickException(str(error)) from None
+            except ValueError as error:  # ImageReadError, ImageWriteError and the library's input errors
+                failed += 1
+                message = str(error).splitlines()[0] if str(error) else type(error).__name__
+                if str(job.source) not in message:
+                    message = f"{job.source}: {message}"
+                click.echo(f"Error: {message}", err=True)
+        if progress is not None:
+            progress.update()
+    if progress is not None:
+        progress.close()
+    if len(jobs) > 1 and not quiet:
+        click.echo(f"{written} done, {skipped} skipped, {failed} failed", err=True)
+    if failed:
+        raise SystemExit(1)
