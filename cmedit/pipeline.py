@@ -136,7 +136,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         model_operator.check_shape((y.shape[0], y.shape[1], size, size))
 
         device, dtype = self._execution_device, self.unet.dtype
-        y_model = resize(y, (size, size)).to(device=device, dtype=dtype)
+        # Only the known part reaches the model: resizing y itself would blur unknown content into it.
+        y_model = resize(operator.known_part(y), (size, size)).to(device=device, dtype=dtype)
         wrapper = MaskedProjectionScheduler(self.scheduler, model_operator, y_model)
         self._set_timesteps(wrapper, num_inference_steps, timesteps, device)
         # Design.md, section 5: the initial noise is the first draw, then one draw per step.
@@ -155,11 +156,26 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         x = operator.fit_range(x, y)
         return self._output(x, output_type, return_dict)
 
-    def inpaint(self, image: ImageBatchInput, mask: ImageBatchInput, **kwargs) -> ImagePipelineOutput | tuple:
+    def inpaint(
+        self,
+        image: ImageBatchInput,
+        mask: ImageBatchInput,
+        *,
+        context: float = 0.5,
+        feather: int = 3,
+        full_resolution: bool | None = None,
+        **kwargs,
+    ) -> ImagePipelineOutput | tuple:
         """Fill the white pixels of ``mask`` (1 = generate, 0 = keep; design.md, section 6) in ``image``.
 
         ``mask`` is one mask for all images or one per image, at the images' size. Pixels outside
         the mask are returned unchanged (byte-identical for 8-bit outputs). Other arguments as :meth:`edit`.
+
+        ``full_resolution`` (default: when the image is larger than the model in either dimension)
+        edits each masked region in its own square crop at the image's scale (``cmedit.regions``):
+        ``context`` is the margin around a region as a fraction of its size, ``feather`` the number
+        of pixel rings inside the mask that blend into the original (0: hard edge). Otherwise the
+        whole image is resized to the model's resolution and back.
         """
         masks = masks_to_tensor(mask)
         images = images_to_tensor(image)
@@ -170,6 +186,12 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             )
         if len(masks) not in (1, len(images)):
             raise ValueError(f"got {len(masks)} masks for {len(images)} images: give one mask or one per image")
+        if full_resolution is None:
+            full_resolution = max(images.shape[-2:]) > self.resolution
+        if full_resolution:
+            from .regions import inpaint_regions
+
+            return self._run_outside(inpaint_regions, images, masks, context=context, feather=feather, **kwargs)
         masks = masks.repeat_interleave(kwargs.get("num_images_per_prompt", 1), dim=0) if len(masks) > 1 else masks
         return self._edit(images, Inpainting(masks), **kwargs)
 
@@ -178,17 +200,30 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         return self.edit(image, Colorization(), **kwargs)
 
     def super_resolve(
-        self, image: ImageBatchInput, factor: int = 4, colorize: bool = False, **kwargs
+        self,
+        image: ImageBatchInput,
+        factor: int = 4,
+        colorize: bool = False,
+        *,
+        overlap: int | None = None,
+        **kwargs,
     ) -> ImagePipelineOutput | tuple:
         """Upscale ``image`` by ``factor``; each ``factor x factor`` block of the output averages to the input pixel.
 
-        ``colorize=True`` also colorizes (only the luminance block means are then known).
+        ``colorize=True`` also colorizes (only the luminance block means are then known). An input
+        larger than ``resolution / factor`` is super-resolved in overlapping tiles of that size
+        (``cmedit.tiles``; ``overlap`` in input pixels), blended with block-constant weights, so the
+        output is exactly ``factor`` times the input's size at full detail.
         """
         if not isinstance(factor, int) or factor < 2:
             raise ValueError(f"factor must be an integer >= 2, got {factor!r}")
         if self.resolution % factor:
             raise ValueError(f"factor {factor} does not divide the model resolution {self.resolution}")
         low = images_to_tensor(image)
+        if max(low.shape[-2:]) * factor > self.resolution:
+            from .tiles import super_resolve_tiled
+
+            return self._run_outside(super_resolve_tiled, low, factor, overlap=overlap, colorize=colorize, **kwargs)
         high = low.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
         operator = SuperResolution(factor, channels=3)
         if colorize:
@@ -196,6 +231,13 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         return self._edit(high, operator, **kwargs)
 
     # ----------------------------------------------------------------- shared steps
+
+    def _run_outside(self, function, *args, output_type: str = "pil", return_dict: bool = True, **kwargs):
+        """Run a crop- or tile-based editor (which calls :meth:`_edit` itself) and postprocess its output."""
+        check_output_type(output_type)
+        with torch.inference_mode():
+            x = function(self, *args, **kwargs)
+        return self._output(x, output_type, return_dict)
 
     def _run(self, scheduler, x: torch.Tensor, labels: torch.Tensor | None, generator) -> torch.Tensor:
         with self.progress_bar(total=len(scheduler.timesteps)) as bar:
