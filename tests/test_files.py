@@ -217,3 +217,28 @@ def test_fuzz_array_inputs(shape, dtype, scale):
         except (ValueError, TypeError):
             continue
         assert tensor.ndim == 4 and tensor.isfinite().all()
+
+
+def test_outpaint_extends_canvas_and_keeps_the_original(tmp_path, model_dir):
+    image = pixels(6, (R, R + 4, 3))
+    Image.fromarray(image).save(tmp_path / "a.png")
+    result = run("outpaint", "--left", 3, "--bottom", 5, tmp_path / "a.png", "--model", model_dir, "--steps", 1,
+                 "-q", "-o", tmp_path / "o.png")
+    assert result.exit_code == 0, result.output
+    out = np.asarray(Image.open(tmp_path / "o.png"))
+    assert out.shape == (R + 5, R + 7, 3)
+    assert (out[:R, 3:] == image).all()
+    nothing = run("outpaint", tmp_path / "a.png", "--model", model_dir, "-o", tmp_path / "n.png")
+    assert nothing.exit_code != 0 and "at least one of --left" in nothing.stderr
+
+
+@pytest.mark.parametrize("feather", [0, 4])
+def test_large_image_inpaint_through_cli_keeps_unmasked_pixels(tmp_path, model_dir, feather):
+    image = pixels(7, (45, 70, 3))
+    Image.fromarray(image).save(tmp_path / "big.png")
+    keep = ~write_mask(tmp_path / "m.png", 45, 70)
+    result = run("inpaint", "--mask", tmp_path / "m.png", tmp_path / "big.png", "--feather", feather,
+                 "--context", 1.0, "--model", model_dir, "--steps", 1, "-q", "-o", tmp_path / "o.png")
+    assert result.exit_code == 0, result.output
+    out = np.asarray(Image.open(tmp_path / "o.png"))
+    assert (out[keep] == image[keep]).all() and not (out[~keep] == image[~keep]).all()

@@ -22,11 +22,17 @@ Examples:
               help="Mask image: white (>= 50% grey) = fill, black or transparent = keep. "
                    "Without it, the transparent pixels of an RGBA image are filled.")
 @click.option("--resize-mask", is_flag=True, help="Resize the mask to each image's size (nearest neighbour).")
+@click.option("--context", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Images larger than the model: margin of context around each masked region, "
+                   "as a fraction of the region's size.")
+@click.option("--feather", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Images larger than the model: pixel rings inside the mask blended into the original "
+                   "for a soft seam (0: hard edge). Pixels outside the mask never change.")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_inpainted.png.")
 @model_options
 @file_options
-def inpaint(images, mask_path, resize_mask, output, model, steps, timesteps, seed, device, dtype, class_label,
+def inpaint(images, mask_path, resize_mask, context, feather, output, model, steps, timesteps, seed, device, dtype, class_label,
             num_samples, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
     """Fill the masked area of each IMAGE; every pixel outside it is kept exactly."""
     import numpy as np
@@ -62,7 +68,7 @@ def inpaint(images, mask_path, resize_mask, output, model, steps, timesteps, see
             raise ValueError(f"{source}: the mask is empty (all black): nothing to inpaint")
         if mask.all() and not quiet:
             click.echo(f"{source}: the mask covers the whole image: generating a new image", err=True)
-        out = pipe().inpaint(loaded.rgb, mask, class_labels=class_label, num_images_per_prompt=num_samples,
+        out = pipe().inpaint(loaded.rgb, mask, context=context, feather=feather, class_labels=class_label, num_images_per_prompt=num_samples,
                              generator=make_generator(seed), output_type="np",
                              **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
         alpha = loaded.alpha

@@ -20,11 +20,14 @@ Examples:
               help="Upscaling factor; must divide the model's resolution (2, 4, 8, ...).")
 @click.option("--colorize", "also_colorize", is_flag=True,
               help="Colorize at the same time (only the luminance of each block is kept).")
+@click.option("--overlap", type=click.IntRange(min=0), default=None, metavar="PIXELS",
+              help="Inputs larger than one tile: overlap of neighbouring tiles in input pixels "
+                   "(default: a quarter of a tile).")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_x<factor>.png.")
 @model_options
 @file_options
-def super_resolve(images, factor, also_colorize, output, model, steps, timesteps, seed, device, dtype, class_label,
+def super_resolve(images, factor, also_colorize, overlap, output, model, steps, timesteps, seed, device, dtype, class_label,
                   num_samples, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
     """Upscale each IMAGE by FACTOR; averaging each FACTOR x FACTOR output block gives the input back."""
     import numpy as np
@@ -37,7 +40,7 @@ def super_resolve(images, factor, also_colorize, output, model, steps, timesteps
 
     def edit(source: Path) -> list[Result]:
         loaded = read_image(source, max_pixels or DEFAULT_MAX_PIXELS)
-        out = pipe().super_resolve(loaded.rgb, factor=factor, colorize=also_colorize, class_labels=class_label,
+        out = pipe().super_resolve(loaded.rgb, factor=factor, colorize=also_colorize, overlap=overlap, class_labels=class_label,
                                    num_images_per_prompt=num_samples, generator=make_generator(seed),
                                    output_type="np", **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
         alpha = loaded.alpha

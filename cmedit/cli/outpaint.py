@@ -1,0 +1,56 @@
+"""``cmedit outpaint``: extend the canvas and fill the new border (inpainting with a border mask)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
+from .options import ModelLoader, make_generator, model_options, resolve_seed, schedule_kwargs
+
+
+@click.command(epilog="""\b
+Examples:
+  cmedit outpaint --right 16 samples/face.png -o wider.png
+  cmedit outpaint --left 8 --right 8 --top 8 --bottom 8 photo.jpg -o framed.png
+""")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("--left", type=click.IntRange(min=0), default=0, show_default=True, help="Pixels to add on the left.")
+@click.option("--right", type=click.IntRange(min=0), default=0, show_default=True, help="Pixels to add on the right.")
+@click.option("--top", type=click.IntRange(min=0), default=0, show_default=True, help="Pixels to add at the top.")
+@click.option("--bottom", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Pixels to add at the bottom.")
+@click.option("--feather", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Pixel rings of the new border blended towards the mirrored fill for a soft seam.")
+@click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
+              "Default: ./<image>_outpainted.png.")
+@model_options
+@file_options
+def outpaint(images, left, right, top, bottom, feather, output, model, steps, timesteps, seed, device, dtype,
+             class_label, num_samples, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
+    """Extend each IMAGE by the given borders and fill them; the original pixels are kept exactly."""
+    from ..image_files import DEFAULT_MAX_PIXELS, read_image
+    from ..image_io import images_to_tensor
+    from ..outpaint import outpaint_canvas
+    from ..pipeline import DEFAULT_EDIT_STEPS
+
+    if left + right + top + bottom == 0:
+        raise click.UsageError("give at least one of --left, --right, --top, --bottom")
+    jobs = plan_jobs(expand_inputs(images), output, "outpainted", num_samples)
+    pipe, seed = ModelLoader(model, device, dtype, quiet), resolve_seed(seed, quiet)
+
+    def edit(source: Path) -> list[Result]:
+        loaded = read_image(source, max_pixels or DEFAULT_MAX_PIXELS)
+        canvas, mask = outpaint_canvas(images_to_tensor(loaded.rgb), left, right, top, bottom)
+        out = pipe().inpaint((canvas + 1) / 2, mask, feather=feather, full_resolution=True,
+                             class_labels=class_label, num_images_per_prompt=num_samples,
+                             generator=make_generator(seed), output_type="np",
+                             **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
+        alpha = None
+        if loaded.alpha is not None:  # the new border is opaque
+            alpha, _ = outpaint_canvas(images_to_tensor(loaded.alpha), left, right, top, bottom)
+            alpha = ((alpha[0, 0] + 1) / 2).numpy() * (1 - mask[0, 0].numpy()) + mask[0, 0].numpy()
+        return [Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in out]
+
+    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha)
