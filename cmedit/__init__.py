@@ -23,14 +23,19 @@ _EXPORTS = {
     "consistency_function": "cmedit.sampler",
     "sample": "cmedit.sampler",
     "load_pipeline": "cmedit.loading",
+    "load_checkpoint": "cmedit.checkpoints",
+    "convert_checkpoint": "cmedit.checkpoints",
+    "PRESETS": "cmedit.presets",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
+    from .checkpoints import convert_checkpoint, load_checkpoint
     from .loading import load_pipeline
     from .operators import Colorization, Inpainting, Operator, PatchOperator, SuperResolution, compose
     from .pipeline import ConsistencyEditPipeline
+    from .presets import PRESETS
     from .projection import MaskedProjectionScheduler
     from .sampler import consistency_function, sample
 

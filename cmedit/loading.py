@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .pipeline import ConsistencyEditPipeline
+from .presets import PRESETS
 
 logger = logging.getLogger(__name__)
 
@@ -21,12 +22,23 @@ class ModelLoadError(ValueError):
 
 
 def resolve_model(model: str | os.PathLike | None) -> str:
-    """The path or hub id to load: ``model`` itself, or the embedded default model when ``None``."""
-    if model is not None:
-        return str(model)
-    if not (DEFAULT_MODEL_DIR / "unet").is_dir():
-        raise ModelLoadError("no embedded default model in this installation: pass --model PATH")
-    return str(DEFAULT_MODEL_DIR)
+    """The path or hub id to load.
+
+    ``None``: the embedded default model. A released model's name (``cd_imagenet64_l2``, see
+    ``cmedit.presets``) that is not a local path: its local copy (``<checkpoint_dir>/<name>.pt`` or
+    ``<checkpoint_dir>/<name>/``) when there is one, else its hub id ``openai/diffusers-<name>``.
+    Anything else: ``model`` itself.
+    """
+    if model is None:
+        if not (DEFAULT_MODEL_DIR / "unet").is_dir():
+            raise ModelLoadError("no embedded default model in this installation: pass --model PATH")
+        return str(DEFAULT_MODEL_DIR)
+    source = str(model)
+    preset = PRESETS.get(source)
+    if preset is not None and not Path(source).exists():
+        local = preset.local_copy()
+        return str(local) if local is not None else preset.hub_id
+    return source
 
 
 def load_pipeline(
@@ -34,19 +46,31 @@ def load_pipeline(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
 ) -> ConsistencyEditPipeline:
-    """Load a ``ConsistencyEditPipeline`` from a diffusers folder (``unet/`` + ``scheduler/``) or hub id.
+    """Load a ``ConsistencyEditPipeline`` from a diffusers folder (``unet/`` + ``scheduler/``), an original
+    OpenAI ``.pt`` checkpoint (converted in memory, ``cmedit.checkpoints``), a released model's name
+    (``cd_imagenet64_l2``: its local copy or its hub id, see :func:`resolve_model`) or a hub id.
 
     ``model=None`` loads the embedded default model. A local folder needs no ``model_index.json``
     (its two subfolders suffice). Anything that is not a ``UNet2DModel`` with a
-    ``CMStochasticIterativeScheduler`` raises ``ModelLoadError``.
+    ``CMStochasticIterativeScheduler`` raises ``ModelLoadError``; so does a hub model that cannot be
+    downloaded (the message says where a local copy goes).
     """
     from diffusers import CMStochasticIterativeScheduler, UNet2DModel
 
     source = resolve_model(model)
     path = Path(source)
-    looks_local = path.exists() or source.startswith((".", "/", "~")) or os.sep in source.strip("/")
+    # A hub id is "owner/name"; anything else that does not exist is a missing local path.
+    looks_local = (path.exists() or source.startswith((".", "/", "~")) or "\\" in source
+                   or source.strip("/").count("/") > 1 or path.suffix in (".pt", ".pth"))
     try:
-        if path.is_dir():
+        if path.is_file():
+            from .checkpoints import CheckpointError, load_checkpoint
+
+            try:
+                pipe = load_checkpoint(path)
+            except CheckpointError as error:
+                raise ModelLoadError(str(error)) from None
+        elif path.is_dir():
             for config in ("unet/config.json", "scheduler/scheduler_config.json"):
                 if not (path / config).is_file():
                     raise ModelLoadError(f"{source}: not a consistency model folder (no {config})")
@@ -57,9 +81,12 @@ def load_pipeline(
             scheduler = CMStochasticIterativeScheduler.from_pretrained(source, subfolder="scheduler")
             pipe = ConsistencyEditPipeline(unet=unet, scheduler=scheduler)
         elif looks_local:
-            raise ModelLoadError(f"{source}: no such model folder")
+            raise ModelLoadError(f"{source}: no such model folder or checkpoint file")
         else:
-            pipe = ConsistencyEditPipeline.from_pretrained(source)
+            try:
+                pipe = ConsistencyEditPipeline.from_pretrained(source)
+            except OSError as error:
+                raise ModelLoadError(_hub_error(model, source, error)) from error
     except ModelLoadError:
         raise
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
@@ -70,6 +97,18 @@ def load_pipeline(
     if device is not None or dtype is not None:
         pipe.to(device=device, dtype=dtype)
     return pipe
+
+
+def _hub_error(model, source: str, error: OSError) -> str:
+    """One line for a hub model that did not load; for a released model, where to put a local copy."""
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    preset = PRESETS.get(str(model))
+    if preset is None:
+        return f"{source}: no such local folder or file, and it cannot be loaded from the Hugging Face hub ({reason})"
+    pt_file, folder = preset.local_paths()
+    return (f"{preset.name}: cannot load {source} from the Hugging Face hub (it needs the network, or the hub "
+            f"cache); offline, download {preset.url} and put it at {pt_file} (or a converted folder at {folder}/), "
+            f"or pass --model PATH/TO/{preset.name}.pt")
 
 
 def _config_class(config_path: Path) -> str | None:

@@ -14,18 +14,22 @@ from .. import __version__
 # name -> "module:attribute"; each module parses, reads files, calls the library and writes files.
 COMMANDS = {
     "inpaint": "cmedit.cli.inpaint:inpaint",
+    "outpaint": "cmedit.cli.outpaint:outpaint",
     "colorize": "cmedit.cli.colorize:colorize",
     "super-resolve": "cmedit.cli.super_resolve:super_resolve",
     "generate": "cmedit.cli.generate:generate",
     "train": "cmedit.cli.train:train",
+    "convert": "cmedit.cli.convert:convert",
 }
 
 SHORT_HELP = {
     "inpaint": "Fill the white area of a mask in an image.",
+    "outpaint": "Extend an image's canvas and fill the new border.",
     "colorize": "Colorize a greyscale image.",
     "super-resolve": "Upscale an image by 2, 4, 8, ...",
     "generate": "Sample new images from the model.",
     "train": "Train a consistency model on a folder of images.",
+    "convert": "Convert an original OpenAI .pt checkpoint to a diffusers folder.",
 }
 
 

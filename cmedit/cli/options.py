@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 from typing import Callable, Iterator
 
@@ -21,33 +22,79 @@ def parse_timesteps(ctx: click.Context, param: click.Parameter, value: str | Non
         raise click.BadParameter(f"expected comma-separated integers such as 22,0, got {value!r}") from None
 
 
+class ClassLabel(click.ParamType):
+    """A class index (``145``) or an ImageNet class name (``"king penguin"``), as an index."""
+
+    name = "class label"
+
+    def convert(self, value, param, ctx) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        try:
+            index = int(text)
+        except ValueError:
+            from ..imagenet_classes import imagenet_class_index
+
+            try:
+                return imagenet_class_index(text)
+            except ValueError as error:
+                self.fail(str(error), param, ctx)
+        if index < 0:
+            self.fail(f"class index must be >= 0, got {index}", param, ctx)
+        return index
+
+
 def model_options(command: Callable) -> Callable:
-    """The options every model-running subcommand takes."""
+    """The options every model-running subcommand takes.
+
+    With a released model (``--model cd_imagenet64_l2``, its hub id or a file named after it) and
+    neither ``--steps`` nor ``--timesteps``, the command gets the paper's 2-step ``timesteps``.
+    """
+
+    @functools.wraps(command)
+    def with_preset_schedule(*args, model=None, steps=None, timesteps=None, quiet=False, **kwargs):
+        from ..presets import preset_for
+
+        preset = preset_for(model)
+        if preset is not None and steps is None and timesteps is None:
+            timesteps = list(preset.timesteps)
+            if not quiet:
+                click.echo(f"{preset.name}: timesteps {','.join(map(str, timesteps))} (the paper's 2-step schedule; "
+                           "--steps or --timesteps to change)", err=True)
+        return command(*args, model=model, steps=steps, timesteps=timesteps, quiet=quiet, **kwargs)
+
     options = [
-        click.option("--model", "-m", metavar="PATH|ID", default=None,
-                     help="Consistency model: a diffusers folder (unet/ + scheduler/) or a hub id "
-                          "(needs the network). Default: the embedded model."),
+        click.option("--model", "-m", metavar="PATH|NAME|ID", default=None,
+                     help="Consistency model: a diffusers folder (unet/ + scheduler/), an original OpenAI .pt "
+                          "checkpoint, a released model's name (cd_imagenet64_l2, cd_imagenet64_lpips, "
+                          "ct_imagenet64, cd_bedroom256_l2, cd_bedroom256_lpips, ct_bedroom256, ct_cat256: "
+                          "its local copy, else its hub id) or a hub id (needs the network). "
+                          "Default: the embedded model."),
         click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Number of equally spaced sampling steps (network evaluations)."),
         click.option("--timesteps", callback=parse_timesteps, metavar="T1,T2,...",
                      help="Explicit descending indices into the model's noise grid, e.g. 22,0 "
-                          "(overrides --steps)."),
+                          "(overrides --steps; default for a released model: the paper's 2-step choice)."),
         click.option("--seed", type=int, default=None,
                      help="Random seed; a random one is drawn and printed when not given."),
         click.option("--device", default="auto", show_default=True,
                      help="torch device: cpu, cuda, cuda:1, mps, or auto (cuda when available)."),
         click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
-                     help="Weights' precision; auto is float16 on cuda and float32 elsewhere."),
-        click.option("--class-label", type=click.IntRange(min=0), default=None, metavar="N",
-                     help="Class index for class-conditional models (random when not given)."),
+                     help="Weights' precision; auto is float16 on cuda and float32 elsewhere "
+                          "(float16 is refused on the CPU)."),
+        click.option("--class-label", type=ClassLabel(), default=None, metavar="N|NAME",
+                     help='Class of class-conditional models: an index (145) or an ImageNet class name '
+                          '("king penguin"); random, from the seed, when not given.'),
         click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Number of candidates to produce."),
         click.option("--overwrite", is_flag=True, help="Replace output files that already exist."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages on stderr."),
     ]
+    decorated = with_preset_schedule
     for option in reversed(options):
-        command = option(command)
-    return command
+        decorated = option(decorated)
+    return decorated
 
 
 @contextlib.contextmanager
