@@ -1,0 +1,75 @@
+"""Make the model card's pictures: sample grids and edit demos on held-out emoji.
+
+    python scripts/model_card_assets.py --model cmedit/default_model --out docs/default_model
+
+Writes ``samples_1step.png``, ``samples_2step.png`` (64 samples each, seed 0) and
+``edits.png``: rows of held-out images with, left to right, the input to each edit and its
+result: a missing quarter (inpainting), the grey version (colorization) and an 8x8 version
+(4x super-resolution), each shown at 4x size with nearest-neighbour enlargement.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.utils import make_image_grid
+from PIL import Image
+
+from cmedit import load_pipeline
+
+
+def enlarge(image: Image.Image, size: int) -> Image.Image:
+    return image.convert("RGB").resize((size, size), Image.NEAREST)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="model folder (default: the embedded model)")
+    parser.add_argument("--heldout", default="samples/heldout", help="folder of held-out PNGs")
+    parser.add_argument("--out", default="docs/default_model")
+    parser.add_argument("--timesteps", default="22,0", help="2-step schedule for the grids and edits")
+    parser.add_argument("--rows", type=int, default=8, help="held-out images in the edit figure")
+    args = parser.parse_args()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe = load_pipeline(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    two_step = [int(t) for t in args.timesteps.split(",")]
+
+    for name, schedule in (("samples_1step", {"num_inference_steps": 1}),
+                           ("samples_2step", {"num_inference_steps": None, "timesteps": two_step})):
+        images = pipe.generate(batch_size=64, generator=torch.Generator().manual_seed(0), **schedule).images
+        make_image_grid([enlarge(image, 64) for image in images], rows=8, cols=8).save(out / f"{name}.png")
+
+    files = sorted(Path(args.heldout).glob("*.png"))
+    picks = [files[i] for i in np.linspace(0, len(files) - 1, args.rows).astype(int)]
+    originals = [Image.open(path).convert("RGB") for path in picks]
+    size = pipe.resolution
+    mask = np.zeros((size, size), np.uint8)
+    mask[size // 2:, size // 2:] = 255
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    inpainted = pipe.inpaint(originals, Image.fromarray(mask), timesteps=two_step, generator=g()).images
+    greys = [image.convert("L") for image in originals]
+    colorized = pipe.colorize(greys, timesteps=two_step, generator=g()).images
+    smalls = [image.resize((size // 4, size // 4), Image.BOX) for image in originals]
+    upscaled = pipe.super_resolve(smalls, factor=4, timesteps=two_step, generator=g()).images
+
+    holes = []
+    for image in originals:
+        array = np.asarray(image).copy()
+        array[mask > 0] = 0
+        holes.append(Image.fromarray(array))
+    cells = []
+    for row in zip(originals, holes, inpainted, greys, colorized, smalls, upscaled):
+        cells += [enlarge(image, 4 * size) for image in row]
+    make_image_grid(cells, rows=len(originals), cols=7).save(out / "edits.png")
+    print(f"wrote {out}/samples_1step.png, samples_2step.png, edits.png "
+          "(columns: original | quarter missing | inpainted | grey | colorized | 8x8 | 4x super-resolved)")
+
+
+if __name__ == "__main__":
+    main()
