@@ -19,6 +19,7 @@ COMMANDS = {
     "super-resolve": "cmedit.cli.super_resolve:super_resolve",
     "generate": "cmedit.cli.generate:generate",
     "train": "cmedit.cli.train:train",
+    "eval": "cmedit.cli.eval:eval",
     "convert": "cmedit.cli.convert:convert",
 }
 
@@ -29,6 +30,7 @@ SHORT_HELP = {
     "super-resolve": "Upscale an image by 2, 4, 8, ...",
     "generate": "Sample new images from the model.",
     "train": "Train a consistency model on a folder of images.",
+    "eval": "Measure edit quality against classical baselines on held-out images.",
     "convert": "Convert an original OpenAI .pt checkpoint to a diffusers folder.",
 }
 

@@ -1,0 +1,152 @@
+"""``cmedit eval``: edit quality on held-out images against classical baselines (``cmedit.evaluation``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import click
+
+from .files import expand_inputs
+from .options import DTYPES, load_model, parse_timesteps, user_errors
+
+# The names of cmedit.evaluation.TASKS, repeated here so that `cmedit eval --help` imports no torch
+# (tests/test_evaluation.py checks that the two agree).
+TASK_NAMES = ("inpaint_box", "inpaint_stroke", "colorize", "sr4")
+
+
+def parse_seeds(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``."""
+    try:
+        seeds = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers such as 0,1,2, got {value!r}") from None
+    if not seeds:
+        raise click.BadParameter("give at least one seed")
+    return seeds
+
+
+def parse_tasks(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
+    """``"inpaint_box,sr4"`` -> ``["inpaint_box", "sr4"]``, each one of :data:`TASK_NAMES`."""
+    tasks = [part.strip() for part in value.split(",") if part.strip()]
+    unknown = [task for task in tasks if task not in TASK_NAMES]
+    if unknown or not tasks:
+        raise click.BadParameter(f"unknown task {', '.join(unknown) or '(none)'}; "
+                                 f"choose from {', '.join(TASK_NAMES)}")
+    return tasks
+
+
+def image_paths(sources: tuple[str, ...]) -> list[Path]:
+    """The image files of folders (their files with an image extension, sorted by name), files and globs."""
+    from ..image_files import FORMATS
+
+    paths: list[Path] = []
+    for source in sources:
+        if Path(source).is_dir():
+            found = sorted(p for p in Path(source).iterdir() if p.is_file() and p.suffix.lower() in FORMATS)
+            if not found:
+                raise click.ClickException(f"{source}: no image files in this folder")
+            paths += found
+        else:
+            paths += expand_inputs([source])
+    return paths
+
+
+@click.command(epilog="""\b
+Examples:
+  cmedit eval samples/heldout --timesteps 22,0 --seeds 0,1,2 --limit 64 --json eval.json
+  cmedit eval samples/heldout --steps 1 --tasks inpaint_box,sr4
+  cmedit eval 'photos/*.png' --model path/to/model --device cuda --batch-size 64
+""")
+@click.argument("sources", nargs=-1, required=True, metavar="FOLDER|IMAGE...")
+@click.option("--model", "-m", metavar="PATH|NAME|ID", default=None,
+              help="Consistency model, as for the other commands (a diffusers folder, a .pt checkpoint, a released "
+                   "model's name or a hub id). Default: the embedded model.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Number of equally spaced sampling steps (default: as the edit commands).")
+@click.option("--timesteps", callback=parse_timesteps, metavar="T1,T2,...",
+              help="Explicit descending indices into the model's noise grid, e.g. 22,0 (overrides --steps; "
+                   "default for a released model: the paper's 2-step choice).")
+@click.option("--seeds", callback=parse_seeds, default="0,1,2", show_default=True, metavar="S1,S2,...",
+              help="One cmedit run per seed; the table gives the mean and standard deviation over them.")
+@click.option("--tasks", callback=parse_tasks, default=",".join(TASK_NAMES), show_default=True, metavar="T1,T2,...",
+              help="Tasks to evaluate.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Evaluate only the first N images (in file-name order).  [default: all]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Images per forward pass.")
+@click.option("--mask-seed", type=int, default=0, show_default=True, help="Seed of the free-form stroke masks.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
+              help="Also write the results as JSON: configuration, versions and every seed's values.")
+@click.option("--overwrite", is_flag=True, help="Replace the JSON file if it exists.")
+@click.option("--device", default="auto", show_default=True,
+              help="torch device: cpu, cuda, cuda:1, mps, or auto (cuda when available).")
+@click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+              help="Weights' precision; auto is float16 on cuda and float32 elsewhere.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress messages on stderr.")
+def eval(sources, model, steps, timesteps, seeds, tasks, limit, batch_size, mask_seed,  # noqa: A001
+         json_path, overwrite, device, dtype, quiet) -> None:
+    """Measure edit quality on held-out images (all of one size) and print a markdown table.
+
+    For each task cmedit is compared with classical baselines: inpainting of a centre box and of
+    free-form strokes (PSNR and SSIM over the masked pixels) against OpenCV's Telea and Navier-Stokes
+    inpainting; colorization (PSNR, SSIM, colourfulness) against the grey image, with the ground
+    truth's colourfulness for reference; 4x super-resolution of the block-mean image (PSNR, SSIM, and
+    how far the output's block means are from the input, in 8-bit levels) against bicubic and nearest
+    upsampling. Also the network evaluations (NFE) and seconds per image. Metrics from scikit-image,
+    baselines from OpenCV; details in cmedit/evaluation.py. An image's transparency is ignored.
+    """
+    from ..presets import preset_for
+
+    if json_path is not None and json_path.exists() and not overwrite:
+        raise click.ClickException(f"{json_path}: already exists (pass --overwrite to replace it)")
+    if json_path is not None:
+        folder = json_path.absolute().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise click.ClickException(f"{json_path}: cannot create folder {folder} ({error.strerror})") from None
+        if not os.access(folder, os.W_OK):
+            raise click.ClickException(f"{json_path}: folder {folder} is not writable")
+    paths = image_paths(sources)[:limit]
+    try:
+        from ..evaluation import evaluate, format_table, to_json
+    except ModuleNotFoundError as error:
+        raise click.ClickException(f"cmedit eval needs {error.name}: pip install 'cmedit[eval]'") from None
+    from ..image_files import encode, read_image
+
+    with user_errors():
+        images = [encode(read_image(path).rgb, None, 8, False, "PNG") for path in paths]
+    for path, image in zip(paths, images):
+        if image.shape != images[0].shape:
+            raise click.ClickException(f"{path}: {image.shape[1]}x{image.shape[0]}, but {paths[0]} is "
+                                       f"{images[0].shape[1]}x{images[0].shape[0]}; all images must have one size")
+    preset = preset_for(model)
+    if preset is not None and steps is None and timesteps is None:
+        timesteps = list(preset.timesteps)
+    with user_errors():
+        pipe = load_model(model, device, dtype, quiet=True)
+        progress = None if quiet else (lambda message: click.echo(message, err=True))
+        results = evaluate(pipe, images, seeds=seeds, num_inference_steps=steps, timesteps=timesteps, tasks=tasks,
+                           batch_size=batch_size, mask_seed=mask_seed, progress=progress)
+    results["config"]["model"] = model if model is not None else "embedded default model"
+    results["config"]["images"] = [str(path) for path in paths]
+    click.echo(format_table(results), nl=False)
+    if json_path is not None:
+        write_text_atomically(json_path, to_json(results))
+        if not quiet:
+            click.echo(f"wrote {json_path}", err=True)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except OSError as error:
+        raise click.ClickException(f"{path}: cannot write ({error.strerror or error})") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
