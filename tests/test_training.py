@@ -46,7 +46,7 @@ def test_train_export_loads_in_diffusers(data, tmp_path):
     two = pipe(batch_size=2, timesteps=[22, 0], num_inference_steps=None, output_type="np").images
     assert two.shape == (2, 16, 16, 3)
     assert list((tmp_path / "run" / "samples").glob("step_*.png"))
-    state = torch.load(tmp_path / "run" / STATE_FILE, weights_only=False)
+    state = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)
     assert state["step"] == 3
     # the export holds the EMA weights, not the online ones
     ema_first = state["ema"]["shadow_params"][0]
@@ -56,10 +56,10 @@ def test_train_export_loads_in_diffusers(data, tmp_path):
 def test_resume_is_exact(data, tmp_path):
     train(_cfg(data, tmp_path / "straight", max_steps=4))
     train(_cfg(data, tmp_path / "split", max_steps=2))
-    assert torch.load(tmp_path / "split" / STATE_FILE, weights_only=False)["step"] == 2
+    assert torch.load(tmp_path / "split" / STATE_FILE, weights_only=True)["step"] == 2
     train(_cfg(data, tmp_path / "split", max_steps=4, resume=True))
-    a = torch.load(tmp_path / "straight" / STATE_FILE, weights_only=False)
-    b = torch.load(tmp_path / "split" / STATE_FILE, weights_only=False)
+    a = torch.load(tmp_path / "straight" / STATE_FILE, weights_only=True)
+    b = torch.load(tmp_path / "split" / STATE_FILE, weights_only=True)
     assert b["step"] == a["step"] == 4
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
@@ -67,6 +67,21 @@ def test_resume_is_exact(data, tmp_path):
         assert torch.equal(pa, pb)
     assert a["ema"]["optimization_step"] == b["ema"]["optimization_step"]
     assert torch.equal(a["rng"]["noise"], b["rng"]["noise"])
+
+
+def test_init_from_exported_weights_continues_at_start_step(data, tmp_path):
+    """A fresh machine: continue from a committed export (EMA weights) at a given curriculum step."""
+    first = train(_cfg(data, tmp_path / "first", max_steps=2))
+    exported = UNet2DModel.from_pretrained(first, subfolder="unet").state_dict()
+    cfg = _cfg(data, tmp_path / "second", max_steps=5)
+    cfg.init_from, cfg.start_step, cfg.checkpoint_steps = str(first), 4, 4
+    train(cfg)
+    state = torch.load(tmp_path / "second" / STATE_FILE, weights_only=True)
+    assert state["step"] == 5 and state["ema"]["optimization_step"] == 5
+    changed = [k for k in exported if not torch.equal(exported[k], state["model"][k])]
+    assert changed  # one step of training moved the weights ...
+    close = [k for k in exported if torch.allclose(exported[k], state["model"][k], atol=1e-2)]
+    assert len(close) == len(exported)  # ... from the exported ones, not from a new initialisation
 
 
 def test_resume_without_state_fails(data, tmp_path):

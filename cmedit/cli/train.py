@@ -21,6 +21,8 @@ Example:
   cmedit train data/twemoji32_train.npy --run-dir runs/default \\
       --mixed-precision bf16 --threads 2
   cmedit train data/twemoji32_train.npy --run-dir runs/default --resume
+  cmedit train data/twemoji32_train.npy --run-dir runs/next \\
+      --init-from cmedit/default_model --start-step 3900
 """,
 )
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
@@ -43,15 +45,22 @@ Example:
 @click.option("--checkpoint-steps", type=click.IntRange(1), default=None, help="Also checkpoint every N steps.")
 @click.option("--no-hflip", is_flag=True, help="Disable random horizontal flips.")
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/training_state.pt.")
+@click.option("--init-from", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Start from the UNet weights of this model folder (e.g. cmedit/default_model) "
+                   "with a new optimizer; for a machine without the run's training_state.pt.")
+@click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
+              help="With --init-from: the step (curriculum position) to continue at.")
 def train(data: Path, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float, max_steps: int,
           pretrain_steps: int, stage_steps: int, max_stage: int, seed: int, device: str, mixed_precision: str,
           threads: int | None, checkpoint_minutes: float, checkpoint_steps: int | None, no_hflip: bool,
-          resume: bool) -> None:
+          resume: bool, init_from: Path | None, start_step: int) -> None:
     """Click entry point; all work happens in `cmedit.training.loop.train`."""
     if resume and not (run_dir / "training_state.pt").exists():
         raise click.ClickException(f"--resume: {run_dir / 'training_state.pt'} does not exist")
     if not resume and (run_dir / "training_state.pt").exists():
         raise click.ClickException(f"{run_dir} already holds a training state; pass --resume or another --run-dir")
+    if resume and init_from is not None:
+        raise click.ClickException("--resume and --init-from exclude each other")
     if data.is_file() and data.suffix != ".npy":
         raise click.ClickException(f"{data}: expected a .npy file or a folder of images")
     from cmedit.training.consistency import ECTSchedule
@@ -64,6 +73,7 @@ def train(data: Path, run_dir: Path, preset: str, resolution: int, batch_size: i
                                                   max_stage=max_stage),
         seed=seed, device=device, mixed_precision=mixed_precision, threads=threads,
         checkpoint_minutes=checkpoint_minutes, checkpoint_steps=checkpoint_steps, hflip=not no_hflip, resume=resume,
+        init_from=None if init_from is None else str(init_from), start_step=start_step,
     )
     try:
         out = run_training(cfg)

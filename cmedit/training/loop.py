@@ -57,6 +57,8 @@ class TrainConfig:
     checkpoint_steps: int | None = None
     num_samples: int = 16
     resume: bool = False
+    init_from: str | None = None  # a diffusers model folder whose UNet weights start the run (online and EMA)
+    start_step: int = 0  # with init_from: where in the curriculum the run starts
     threads: int | None = None
 
 
@@ -138,10 +140,17 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.resume:
         if not state_path.exists():
             raise FileNotFoundError(f"--resume: no {state_path}")
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         step = state["step"]
+    elif cfg.init_from is not None:
+        # A fresh machine has no training_state.pt: continue from committed (EMA) weights, with a new
+        # optimizer (its LR warm-up re-runs) and the curriculum placed at start_step.
+        model.load_state_dict(UNet2DModel.from_pretrained(cfg.init_from, subfolder="unet").state_dict())
+        ema = EMAModel(model.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, power=cfg.ema_power)
+        ema.optimization_step = cfg.start_step
+        step = cfg.start_step
     model, optimizer, lr_sched = accelerator.prepare(model, optimizer, lr_sched)
     ema.to(accelerator.device)
     if state is not None:
