@@ -64,6 +64,20 @@ class Operator:
     def check_shape(self, shape: torch.Size) -> None:
         """Raise ``ValueError`` if this operator cannot act on pixel tensors of ``shape``."""
 
+    def _cast(self, name: str, tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``tensor`` on ``device`` in ``dtype``, cast once and reused: the sampling loop asks every step.
+
+        Without the cache a CUDA run would copy the mask (or ``Q``) host to device at every step;
+        operators are therefore treated as immutable once built. The copy is made outside
+        inference mode so that it stays usable where autograd is on.
+        """
+        cache = self.__dict__.setdefault("_cast_cache", {})
+        key = (name, torch.device(device), dtype)
+        if key not in cache:
+            with torch.inference_mode(False):
+                cache[key] = tensor.to(device=device, dtype=dtype)
+        return cache[key]
+
     def resized(self, size: tuple[int, int]) -> "Operator":
         """The same edit for images resized to ``size`` (H, W); size-agnostic operators return themselves."""
         return self
@@ -98,7 +112,7 @@ class Inpainting(Operator):
         return a
 
     def mask(self, shape: torch.Size, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        return self._mask.to(device=device, dtype=dtype)
+        return self._cast("mask", self._mask, device, dtype)
 
     def project(self, x: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
         # Identity A: skip the two no-op transforms and blend directly.
@@ -156,11 +170,14 @@ class PatchOperator(Operator):
             raise ValueError("Q is not orthogonal")
         self.q = q.double()
         self.known = known.bool()
+        self._omega = (~self.known).float()[None, :, None, None]
+        # Q Omega Q^T: the projection onto the generated components of one patch, in pixel space.
+        self._generate_projector = (self.q * (~self.known).double()) @ self.q.T
         self.patch = patch
         self.channels = channels
 
     def _q(self, x: torch.Tensor) -> torch.Tensor:
-        return self.q.to(device=x.device, dtype=x.dtype)
+        return self._cast("q", self.q, x.device, x.dtype)
 
     def A(self, x: torch.Tensor) -> torch.Tensor:
         patches = F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x
@@ -169,6 +186,20 @@ class PatchOperator(Operator):
     def AT(self, a: torch.Tensor) -> torch.Tensor:
         patches = torch.einsum("ij,bjhw->bihw", self._q(a), a)  # Q per patch
         return F.pixel_shuffle(patches, self.patch) if self.patch > 1 else patches
+
+    def project(self, x: torch.Tensor, y0: torch.Tensor) -> torch.Tensor:
+        """:meth:`Operator.project` as one matrix product per patch: ``y0 + (Q Omega Q^T) x``.
+
+        The same map as ``y0 + A^T[(A x) Omega]`` (up to float rounding) with one product instead of
+        two; a subclass that redefines ``A``, ``AT`` or ``mask`` gets the general form.
+        """
+        cls = type(self)
+        if cls.A is not PatchOperator.A or cls.AT is not PatchOperator.AT or cls.mask is not PatchOperator.mask:
+            return super().project(x, y0)
+        projector = self._cast("generate_projector", self._generate_projector, x.device, x.dtype)
+        patches = F.pixel_unshuffle(x, self.patch) if self.patch > 1 else x
+        generated = torch.matmul(projector, patches.flatten(2)).view(patches.shape)
+        return y0 + (F.pixel_shuffle(generated, self.patch) if self.patch > 1 else generated)
 
     def fit_range(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """As :meth:`Operator.fit_range`, with one ``alpha`` per patch (patches are independent)."""
@@ -181,7 +212,7 @@ class PatchOperator(Operator):
         return (y + alpha * (x - y)).clamp(-1, 1)
 
     def mask(self, shape: torch.Size, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        return (~self.known).to(device=device, dtype=dtype)[None, :, None, None]
+        return self._cast("mask", self._omega, device, dtype)
 
     def check_shape(self, shape: torch.Size) -> None:
         if shape[1] != self.channels:

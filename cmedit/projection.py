@@ -35,6 +35,7 @@ class MaskedProjectionScheduler:
         self.operator = operator
         self.y0 = operator.known_part(y)  # computed once per edit, not per step
         self._step_index: int | None = None
+        self._scalings: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     @property
     def config(self):
@@ -60,7 +61,21 @@ class MaskedProjectionScheduler:
     ) -> None:
         """Set the sigma schedule exactly as the wrapped scheduler does (design.md, section 2)."""
         self.scheduler.set_timesteps(num_inference_steps=num_inference_steps, device=device, timesteps=timesteps)
+        self._scalings = [self._step_scalings(n) for n in range(len(self.timesteps))]
         self._step_index = 0
+
+    def _step_scalings(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Step ``index``'s ``sqrt(sigma^2 + sigma_data^2)``, ``c_skip``, ``c_out`` and noise scale.
+
+        Computed once per schedule, not per step, with the same operations as
+        ``CMStochasticIterativeScheduler`` so that the values are bit-identical.
+        """
+        config = self.config
+        sigma, sigma_next = self.sigmas[index], self.sigmas[index + 1]
+        c_skip, c_out = self.scheduler.get_scalings_for_boundary_condition(sigma)
+        sigma_hat = sigma_next.clamp(min=config.sigma_min, max=config.sigma_max)
+        noise_scale = (sigma_hat**2 - config.sigma_min**2) ** 0.5
+        return (sigma**2 + config.sigma_data**2) ** 0.5, c_skip, c_out, noise_scale
 
     def initial_sample(self, noise: torch.Tensor) -> torch.Tensor:
         """``x = y0 + sigma_1 z`` (Algorithm 4, first line); ``noise`` is ``z``, drawn by the caller."""
@@ -68,8 +83,7 @@ class MaskedProjectionScheduler:
 
     def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
         """``c_in(sigma) x`` with ``c_in = 1 / sqrt(sigma^2 + sigma_data^2)`` (design.md, section 1)."""
-        sigma = self.sigmas[self._require_step()]
-        return sample / (sigma**2 + self.config.sigma_data**2) ** 0.5
+        return sample / self._scalings[self._require_step()][0]
 
     def step(
         self,
@@ -82,9 +96,8 @@ class MaskedProjectionScheduler:
         """One iteration of Algorithm 4: ``x <- P(clip(f(x, sigma_n))) + sqrt(sigma_{n+1}^2 - sigma_min^2) z``."""
         index = self._require_step()
         config = self.config
-        sigma, sigma_next = self.sigmas[index], self.sigmas[index + 1]
+        _, c_skip, c_out, noise_scale = self._scalings[index]
 
-        c_skip, c_out = self.scheduler.get_scalings_for_boundary_condition(sigma)
         denoised = c_out * model_output + c_skip * sample
         if config.clip_denoised:
             denoised = denoised.clamp(-1, 1)
@@ -97,8 +110,7 @@ class MaskedProjectionScheduler:
             )
         else:
             noise = torch.zeros_like(model_output)
-        sigma_hat = sigma_next.clamp(min=config.sigma_min, max=config.sigma_max)
-        prev_sample = denoised + noise * config.s_noise * (sigma_hat**2 - config.sigma_min**2) ** 0.5
+        prev_sample = denoised + noise * config.s_noise * noise_scale
 
         self._step_index = index + 1
         if not return_dict:

@@ -156,3 +156,14 @@ def test_every_command_has_help_with_an_example():
     for command in ("inpaint", "colorize", "super-resolve", "generate"):
         result = run(command, "--help")
         assert result.exit_code == 0 and "Examples:" in result.output and "--model" in result.output
+
+
+def test_channels_last_option_gives_the_same_image(files, model_dir):
+    tmp, _, _ = files
+    for name, extra in (("plain.png", []), ("nhwc.png", ["--channels-last"])):
+        result = run("colorize", tmp / "img.png", "--model", model_dir, "--steps", 1, "--seed", 3, "-q",
+                     "-o", tmp / name, *extra)
+        assert result.exit_code == 0, result.output
+    a = np.asarray(Image.open(tmp / "plain.png"), dtype=int)
+    b = np.asarray(Image.open(tmp / "nhwc.png"), dtype=int)
+    assert np.abs(a - b).max() <= 1  # the same network, another memory layout

@@ -21,14 +21,14 @@ Examples:
               "Default: ./<image>_colorized.png.")
 @model_options
 @file_options
-def colorize(images, output, model, steps, timesteps, seed, device, dtype, class_label, num_samples, overwrite,
-             quiet, quality, no_alpha, max_pixels) -> None:
+def colorize(images, output, model, steps, timesteps, seed, device, dtype, class_label, num_samples,
+             compile_unet, channels_last, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
     """Colorize each IMAGE (greyscale, or colour whose luminance is kept); its luminance is unchanged."""
     from ..image_files import DEFAULT_MAX_PIXELS, read_image
     from ..pipeline import DEFAULT_EDIT_STEPS
 
     jobs = plan_jobs(expand_inputs(images), output, "colorized", num_samples)
-    pipe, seed = ModelLoader(model, device, dtype, quiet), resolve_seed(seed, quiet)
+    pipe, seed = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last), resolve_seed(seed, quiet)
 
     def edit(source: Path) -> list[Result]:
         loaded = read_image(source, max_pixels or DEFAULT_MAX_PIXELS)

@@ -32,8 +32,9 @@ Examples:
               "Default: ./<image>_inpainted.png.")
 @model_options
 @file_options
-def inpaint(images, mask_path, resize_mask, context, feather, output, model, steps, timesteps, seed, device, dtype, class_label,
-            num_samples, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
+def inpaint(images, mask_path, resize_mask, context, feather, output, model, steps, timesteps, seed, device,
+            dtype, class_label, num_samples, compile_unet, channels_last, overwrite, quiet, quality, no_alpha,
+            max_pixels) -> None:
     """Fill the masked area of each IMAGE; every pixel outside it is kept exactly."""
     import numpy as np
     from PIL import Image
@@ -48,7 +49,7 @@ def inpaint(images, mask_path, resize_mask, context, feather, output, model, ste
     if mask_path is not None:
         with user_errors():
             mask_image = read_mask(mask_path, max_pixels)
-    pipe, seed = ModelLoader(model, device, dtype, quiet), resolve_seed(seed, quiet)
+    pipe, seed = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last), resolve_seed(seed, quiet)
 
     def edit(source: Path) -> list[Result]:
         loaded = read_image(source, max_pixels)

@@ -88,6 +88,11 @@ def model_options(command: Callable) -> Callable:
                           '("king penguin"); random, from the seed, when not given.'),
         click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Number of candidates to produce."),
+        click.option("--compile", "compile_unet", is_flag=True,
+                     help="Compile the UNet with torch.compile: the first call takes 40-60 s longer on a CPU "
+                          "and gains little there (see BENCHMARKS.md); for long GPU runs."),
+        click.option("--channels-last", is_flag=True,
+                     help="Keep the UNet's weights channels-last (NHWC), which some convolution kernels prefer."),
         click.option("--overwrite", is_flag=True, help="Replace output files that already exist."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages on stderr."),
     ]
@@ -106,7 +111,8 @@ def user_errors() -> Iterator[None]:
         raise click.ClickException(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
 
 
-def load_model(model: str | None, device: str, dtype: str, quiet: bool):
+def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_unet: bool = False,
+               channels_last: bool = False):
     """Load the pipeline on the requested device and precision, with progress bars per ``quiet``."""
     import torch
     from diffusers.utils import logging as diffusers_logging
@@ -125,6 +131,10 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool):
     if dtype == "float16" and torch_device.type == "cpu":
         raise click.BadParameter("float16 is not supported on the CPU; use float32 or bfloat16", param_hint="--dtype")
     pipe = load_pipeline(model, device=torch_device, dtype=getattr(torch, dtype))
+    if compile_unet or channels_last:
+        from ..acceleration import accelerate_pipeline
+
+        accelerate_pipeline(pipe, compile=compile_unet, channels_last=channels_last)
     pipe.set_progress_bar_config(disable=quiet, leave=False)
     return pipe
 
@@ -148,8 +158,9 @@ def make_generator(seed: int):
 class ModelLoader:
     """Loads the pipeline on first use, so that argument and file errors come before the slow part."""
 
-    def __init__(self, model: str | None, device: str, dtype: str, quiet: bool) -> None:
-        self.args = (model, device, dtype, quiet)
+    def __init__(self, model: str | None, device: str, dtype: str, quiet: bool, compile_unet: bool = False,
+                 channels_last: bool = False) -> None:
+        self.args = (model, device, dtype, quiet, compile_unet, channels_last)
         self._pipe = None
 
     def __call__(self):

@@ -28,7 +28,8 @@ Examples:
 @model_options
 @file_options
 def outpaint(images, left, right, top, bottom, feather, output, model, steps, timesteps, seed, device, dtype,
-             class_label, num_samples, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
+             class_label, num_samples, compile_unet, channels_last, overwrite, quiet, quality, no_alpha,
+             max_pixels) -> None:
     """Extend each IMAGE by the given borders and fill them; the original pixels are kept exactly."""
     from ..image_files import DEFAULT_MAX_PIXELS, read_image
     from ..image_io import images_to_tensor
@@ -38,7 +39,7 @@ def outpaint(images, left, right, top, bottom, feather, output, model, steps, ti
     if left + right + top + bottom == 0:
         raise click.UsageError("give at least one of --left, --right, --top, --bottom")
     jobs = plan_jobs(expand_inputs(images), output, "outpainted", num_samples)
-    pipe, seed = ModelLoader(model, device, dtype, quiet), resolve_seed(seed, quiet)
+    pipe, seed = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last), resolve_seed(seed, quiet)
 
     def edit(source: Path) -> list[Result]:
         loaded = read_image(source, max_pixels or DEFAULT_MAX_PIXELS)

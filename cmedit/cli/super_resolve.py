@@ -27,8 +27,9 @@ Examples:
               "Default: ./<image>_x<factor>.png.")
 @model_options
 @file_options
-def super_resolve(images, factor, also_colorize, overlap, output, model, steps, timesteps, seed, device, dtype, class_label,
-                  num_samples, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
+def super_resolve(images, factor, also_colorize, overlap, output, model, steps, timesteps, seed, device,
+                  dtype, class_label, num_samples, compile_unet, channels_last, overwrite, quiet, quality,
+                  no_alpha, max_pixels) -> None:
     """Upscale each IMAGE by FACTOR; averaging each FACTOR x FACTOR output block gives the input back."""
     import numpy as np
 
@@ -36,7 +37,7 @@ def super_resolve(images, factor, also_colorize, overlap, output, model, steps, 
     from ..pipeline import DEFAULT_EDIT_STEPS
 
     jobs = plan_jobs(expand_inputs(images), output, f"x{factor}", num_samples)
-    pipe, seed = ModelLoader(model, device, dtype, quiet), resolve_seed(seed, quiet)
+    pipe, seed = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last), resolve_seed(seed, quiet)
 
     def edit(source: Path) -> list[Result]:
         loaded = read_image(source, max_pixels or DEFAULT_MAX_PIXELS)
