@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -153,6 +155,24 @@ def test_resize_mask_empty_mask_and_full_mask(tmp_path, model_dir):
     assert result.exit_code == 0 and "covers the whole image" in result.stderr
 
 
+def zero_size_png(path):
+    """A PNG whose header says it is 0 pixels wide."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    header = struct.pack(">IIBBBBB", 0, 5, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def corrupt_model(tmp_path):
+    """A model folder whose weights file is garbage."""
+    folder = tmp_path / "corrupt_model"
+    ConsistencyEditPipeline(unet=tiny_unet(), scheduler=tiny_scheduler()).save_pretrained(folder)
+    (folder / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 64)
+    return folder
+
+
 @pytest.mark.parametrize("case,message", [
     ("directory", "is a directory"),
     ("truncated", "cannot read image"),
@@ -160,6 +180,8 @@ def test_resize_mask_empty_mask_and_full_mask(tmp_path, model_dir):
     ("unwritable", "is not writable"),
     ("many_to_file", "-o must be a folder"),
     ("no_match", "no file matches"),
+    ("zero_size", "zero.png: not an image file"),
+    ("corrupt_weights", "cannot load model"),
 ])
 def test_bad_files(tmp_path, model_dir, case, message):
     Image.fromarray(pixels()).save(tmp_path / "a.png")
@@ -173,8 +195,12 @@ def test_bad_files(tmp_path, model_dir, case, message):
         "unwritable": [tmp_path / "a.png", "-o", tmp_path / "a.png" / "o.png"],  # a file where a folder must be
         "many_to_file": [tmp_path / "a.png", tmp_path / "a.png", "-o", tmp_path / "o.png"],
         "no_match": [f"{tmp_path}/*.tif", "-o", tmp_path / "o.png"],
+        "zero_size": [zero_size_png(tmp_path / "zero.png"), "-o", tmp_path / "o.png"],
+        "corrupt_weights": [tmp_path / "a.png", "-o", tmp_path / "o.png", "--model", corrupt_model(tmp_path)],
     }[case]
-    result = run("colorize", *args, "--model", model_dir, "--steps", 1, "-q")
+    if "--model" not in args:
+        args += ["--model", model_dir]
+    result = run("colorize", *args, "--steps", 1, "-q")
     assert result.exit_code != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and message in errors[0], result.stderr
