@@ -13,7 +13,7 @@ from .presets import PRESETS
 
 logger = logging.getLogger(__name__)
 
-# The one place that names the model used when none is given (filled by the embedded-model issue).
+# The one place that names the model used when none is given: the embedded model (MODEL_CARD.md).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 
 
