@@ -268,3 +268,49 @@ def test_large_image_inpaint_through_cli_keeps_unmasked_pixels(tmp_path, model_d
     assert result.exit_code == 0, result.output
     out = np.asarray(Image.open(tmp_path / "o.png"))
     assert (out[keep] == image[keep]).all() and not (out[~keep] == image[~keep]).all()
+
+
+@pytest.mark.parametrize("command", [["colorize"], ["inpaint", "--mask", "{tmp}/m.png"],
+                                     ["super-resolve", "--factor", "2"]])
+def test_same_size_files_are_batched_and_give_the_same_images_as_one_by_one(tmp_path, model_dir, command,
+                                                                           monkeypatch):
+    shape = (R // 2, R // 2, 3) if command[0] == "super-resolve" else (R, R, 3)
+    for i in range(3):
+        Image.fromarray(pixels(10 + i, shape)).save(tmp_path / f"f{i}.png")
+    write_mask(tmp_path / "m.png")
+    args = [a.format(tmp=tmp_path) for a in command]
+    batches = []
+    original = ConsistencyEditPipeline._edit
+
+    def counting_edit(self, y, *a, **k):
+        batches.append(len(y))
+        return original(self, y, *a, **k)
+
+    monkeypatch.setattr(ConsistencyEditPipeline, "_edit", counting_edit)
+    together = run(*args, *(tmp_path / f"f{i}.png" for i in range(3)), "--model", model_dir, "--steps", 2,
+                   "--seed", 4, "--num-samples", 2, "-q", "-o", f"{tmp_path}/together/")
+    assert together.exit_code == 0, together.output
+    assert batches == [3]  # the three files went through the network together
+    for i in range(3):
+        alone = run(*args, tmp_path / f"f{i}.png", "--model", model_dir, "--steps", 2, "--seed", 4,
+                    "--num-samples", 2, "-q", "-o", f"{tmp_path}/alone/")
+        assert alone.exit_code == 0, alone.output
+    produced = sorted(p.name for p in (tmp_path / "together").iterdir())
+    assert len(produced) == 6 and produced == sorted(p.name for p in (tmp_path / "alone").iterdir())
+    for name in produced:
+        a = np.asarray(Image.open(tmp_path / "together" / name))
+        b = np.asarray(Image.open(tmp_path / "alone" / name))
+        assert (np.abs(a.astype(int) - b.astype(int)) <= 1).all(), name  # batch-size float effects at most
+
+
+def test_a_bad_file_in_a_batch_is_named_and_the_others_are_done(tmp_path, model_dir):
+    for i in range(3):
+        rgba = np.dstack([pixels(20 + i), np.full((R, R), 255, np.uint8)])
+        if i != 1:
+            rgba[3:8, 3:8, 3] = 0  # a hole to fill; f1 has none: its mask is empty
+        Image.fromarray(rgba, "RGBA").save(tmp_path / f"f{i}.png")
+    result = run("inpaint", *(tmp_path / f"f{i}.png" for i in range(3)), "--model", model_dir, "--steps", 1,
+                 "-o", f"{tmp_path}/out/")
+    assert result.exit_code == 1
+    assert "f1.png: the mask is empty" in result.stderr and "2 done, 0 skipped, 1 failed" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f0_inpainted.png", "f2_inpainted.png"]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
-from .options import ModelLoader, make_generator, model_options, resolve_seed, schedule_kwargs
+from .options import (ModelLoader, candidate_generators, model_options, resolve_seed, schedule_kwargs,
+                      split_candidates)
 
 
 @click.command(epilog="""\b
@@ -24,17 +23,18 @@ Examples:
 def colorize(images, output, model, steps, timesteps, seed, device, dtype, class_label, num_samples,
              compile_unet, channels_last, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
     """Colorize each IMAGE (greyscale, or colour whose luminance is kept); its luminance is unchanged."""
-    from ..image_files import DEFAULT_MAX_PIXELS, read_image
     from ..pipeline import DEFAULT_EDIT_STEPS
 
     jobs = plan_jobs(expand_inputs(images), output, "colorized", num_samples)
     pipe, seed = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last), resolve_seed(seed, quiet)
 
-    def edit(source: Path) -> list[Result]:
-        loaded = read_image(source, max_pixels or DEFAULT_MAX_PIXELS)
-        out = pipe().colorize(loaded.rgb, class_labels=class_label, num_images_per_prompt=num_samples,
-                              generator=make_generator(seed), output_type="np",
+    def edit(batch: list) -> list[list[Result]]:
+        out = pipe().colorize([loaded.rgb for loaded in batch], class_labels=class_label,
+                              num_images_per_prompt=num_samples,
+                              generator=candidate_generators(seed, len(batch), num_samples), output_type="np",
                               **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
-        return [Result(rgb, loaded.alpha, loaded.bits, False, loaded.icc_profile) for rgb in out]
+        return [[Result(rgb, loaded.alpha, loaded.bits, False, loaded.icc_profile) for rgb in candidates]
+                for loaded, candidates in zip(batch, split_candidates(out, len(batch)))]
 
-    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha)
+    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
+             max_pixels=max_pixels, batch_key=lambda loaded: loaded.rgb.shape)

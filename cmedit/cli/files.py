@@ -84,14 +84,18 @@ def plan_jobs(inputs: list[Path], output: str | None, task: str, count: int) -> 
     return jobs
 
 
-def run_jobs(jobs: list[Job], edit: Callable[[Path], list[Result]], *, output: str | None, overwrite: bool,
-             quiet: bool, quality: int = 95, no_alpha: bool = False) -> None:
-    """Run ``edit`` on every job's input and ``write`` its results; report per file, exit 1 if any failed.
+def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, output: str | None, overwrite: bool,
+             quiet: bool, quality: int = 95, no_alpha: bool = False, max_pixels: int | None = None,
+             batch_key: Callable[[object], object] | None = None, batch_size: int = 16) -> None:
+    """Read every job's input, ``edit`` them, write the results; report per file, exit 1 if any failed.
 
-    An output that exists is an error for a single explicit ``-o file`` and is skipped otherwise,
-    unless ``--overwrite``. One bad file does not stop the others.
+    ``edit`` takes a list of ``LoadedImage`` and returns each one's results (one per candidate).
+    Consecutive inputs with the same ``batch_key`` (not ``None``; e.g. their size) go to one ``edit``
+    call, up to ``batch_size`` at a time; if such a batch fails, its files are retried one by one so
+    that the bad file is named. An output that exists is an error for a single explicit ``-o file``
+    and is skipped otherwise, unless ``--overwrite``. One bad file does not stop the others.
     """
-    from ..image_files import check_output_path, write_image
+    from ..image_files import DEFAULT_MAX_PIXELS, check_output_path, read_image, write_image
     from ..loading import ModelLoadError
 
     written = skipped = failed = 0
@@ -104,6 +108,40 @@ def run_jobs(jobs: list[Job], edit: Callable[[Path], list[Result]], *, output: s
         from tqdm.auto import tqdm
 
         progress = tqdm(total=len(jobs), unit="file", leave=False)
+
+    def report(job: Job, error: ValueError) -> None:
+        nonlocal failed
+        failed += 1
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if str(job.source) not in message:
+            message = f"{job.source}: {message}"
+        click.echo(f"Error: {message}", err=True)
+
+    def run(group: list) -> None:
+        nonlocal written
+        try:
+            results = edit([loaded for _, loaded in group])
+        except ModelLoadError as error:
+            raise click.ClickException(str(error)) from None
+        except ValueError as error:  # ImageWriteError and the library's input errors
+            if len(group) > 1:
+                for item in group:
+                    run([item])
+            else:
+                report(group[0][0], error)
+            return
+        for (job, _), candidates in zip(group, results):
+            try:
+                for path, result in zip(job.outputs, candidates):
+                    write_image(path, result.rgb, None if no_alpha else result.alpha, bits=result.bits,
+                                grey=result.grey, icc_profile=result.icc_profile, quality=quality)
+                    if not quiet:
+                        click.echo(f"wrote {path}", err=True)
+                written += 1
+            except ValueError as error:
+                report(job, error)
+
+    group: list = []
     for job in jobs:
         existing = [path for path in job.outputs if path.exists()]
         if existing and not overwrite:
@@ -114,23 +152,25 @@ def run_jobs(jobs: list[Job], edit: Callable[[Path], list[Result]], *, output: s
                 click.echo(f"skipped {job.source}: {existing[0]} exists (--overwrite to replace)", err=True)
         else:
             try:
-                results = edit(job.source)
-                for path, result in zip(job.outputs, results):
-                    write_image(path, result.rgb, None if no_alpha else result.alpha, bits=result.bits,
-                                grey=result.grey, icc_profile=result.icc_profile, quality=quality)
-                    if not quiet:
-                        click.echo(f"wrote {path}", err=True)
-                written += 1
-            except ModelLoadError as error:
-                raise click.ClickException(str(error)) from None
-            except ValueError as error:  # ImageReadError, ImageWriteError and the library's input errors
-                failed += 1
-                message = str(error).splitlines()[0] if str(error) else type(error).__name__
-                if str(job.source) not in message:
-                    message = f"{job.source}: {message}"
-                click.echo(f"Error: {message}", err=True)
+                loaded = read_image(job.source, max_pixels or DEFAULT_MAX_PIXELS)
+            except ValueError as error:
+                report(job, error)
+            else:
+                try:
+                    key = batch_key(loaded) if batch_key is not None else None
+                except ModelLoadError as error:
+                    raise click.ClickException(str(error)) from None
+                if group and (key is None or key != group[0][2] or len(group) >= batch_size):
+                    run([(j, l) for j, l, _ in group])
+                    group = []
+                group.append((job, loaded, key))
+                if key is None:
+                    run([(job, loaded)])
+                    group = []
         if progress is not None:
             progress.update()
+    if group:
+        run([(j, l) for j, l, _ in group])
     if progress is not None:
         progress.close()
     if len(jobs) > 1 and not quiet:

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
-from .options import ModelLoader, make_generator, model_options, resolve_seed, schedule_kwargs, user_errors
+from .options import (ModelLoader, candidate_generators, make_generator, model_options, resolve_seed,
+                      schedule_kwargs, split_candidates, user_errors)
 
 
 @click.command(epilog="""\b
@@ -39,7 +40,7 @@ def inpaint(images, mask_path, resize_mask, context, feather, output, model, ste
     import numpy as np
     from PIL import Image
 
-    from ..image_files import DEFAULT_MAX_PIXELS, read_image, read_mask
+    from ..image_files import DEFAULT_MAX_PIXELS, read_mask
     from ..image_io import masks_to_tensor
     from ..pipeline import DEFAULT_EDIT_STEPS
 
@@ -51,8 +52,9 @@ def inpaint(images, mask_path, resize_mask, context, feather, output, model, ste
             mask_image = read_mask(mask_path, max_pixels)
     pipe, seed = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last), resolve_seed(seed, quiet)
 
-    def edit(source: Path) -> list[Result]:
-        loaded = read_image(source, max_pixels)
+    def mask_for(loaded):
+        """The image's mask (1 = fill): --mask (resized if asked) or its transparent pixels."""
+        source = loaded.path
         if mask_image is None:
             if loaded.alpha is None:
                 raise ValueError(f"{source}: no --mask given and the image has no alpha channel to fill")
@@ -69,12 +71,28 @@ def inpaint(images, mask_path, resize_mask, context, feather, output, model, ste
             raise ValueError(f"{source}: the mask is empty (all black): nothing to inpaint")
         if mask.all() and not quiet:
             click.echo(f"{source}: the mask covers the whole image: generating a new image", err=True)
-        out = pipe().inpaint(loaded.rgb, mask, context=context, feather=feather, class_labels=class_label, num_images_per_prompt=num_samples,
-                             generator=make_generator(seed), output_type="np",
-                             **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
-        alpha = loaded.alpha
-        if alpha is not None and mask_image is None:
-            alpha = np.where(mask, 1.0, alpha)  # filled holes become opaque
-        return [Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in out]
+        return mask
 
-    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha)
+    def edit(batch: list) -> list[list[Result]]:
+        masks = [mask_for(loaded) for loaded in batch]
+        whole_image = max(batch[0].rgb.shape[:2]) <= pipe().resolution  # else region crops (one file)
+        generator = (candidate_generators(seed, len(batch), num_samples) if whole_image
+                     else make_generator(seed))
+        out = pipe().inpaint([loaded.rgb for loaded in batch], masks, context=context, feather=feather,
+                             class_labels=class_label, num_images_per_prompt=num_samples, generator=generator,
+                             output_type="np", **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
+        results = []
+        for loaded, mask, candidates in zip(batch, masks, split_candidates(out, len(batch))):
+            alpha = loaded.alpha
+            if alpha is not None and mask_image is None:
+                alpha = np.where(mask, 1.0, alpha)  # filled holes become opaque
+            results.append([Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in candidates])
+        return results
+
+    def batch_key(loaded):
+        # Images up to the model's size are edited whole and can share a batch; larger ones are cut
+        # into region crops per file.
+        return loaded.rgb.shape if max(loaded.rgb.shape[:2]) <= pipe().resolution else None
+
+    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
+             max_pixels=max_pixels, batch_key=batch_key)

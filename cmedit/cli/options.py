@@ -155,6 +155,21 @@ def make_generator(seed: int):
     return torch.Generator().manual_seed(seed)
 
 
+def candidate_generators(seed: int, num_images: int, num_samples: int) -> list:
+    """One CPU generator per output: candidate ``k`` of every image is seeded with ``seed + k``.
+
+    A list of generators makes each image's result independent of the other images of its batch,
+    so batching several files together gives the same images as editing them one by one.
+    """
+    return [make_generator(seed + k) for _ in range(num_images) for k in range(num_samples)]
+
+
+def split_candidates(images, num_images: int) -> list:
+    """``(B * K, ...)`` outputs, candidates adjacent, to ``B`` lists of ``K``."""
+    per_image = len(images) // num_images
+    return [list(images[i * per_image:(i + 1) * per_image]) for i in range(num_images)]
+
+
 class ModelLoader:
     """Loads the pipeline on first use, so that argument and file errors come before the slow part."""
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
@@ -31,7 +29,6 @@ def outpaint(images, left, right, top, bottom, feather, output, model, steps, ti
              class_label, num_samples, compile_unet, channels_last, overwrite, quiet, quality, no_alpha,
              max_pixels) -> None:
     """Extend each IMAGE by the given borders and fill them; the original pixels are kept exactly."""
-    from ..image_files import DEFAULT_MAX_PIXELS, read_image
     from ..image_io import images_to_tensor
     from ..outpaint import outpaint_canvas
     from ..pipeline import DEFAULT_EDIT_STEPS
@@ -41,8 +38,8 @@ def outpaint(images, left, right, top, bottom, feather, output, model, steps, ti
     jobs = plan_jobs(expand_inputs(images), output, "outpainted", num_samples)
     pipe, seed = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last), resolve_seed(seed, quiet)
 
-    def edit(source: Path) -> list[Result]:
-        loaded = read_image(source, max_pixels or DEFAULT_MAX_PIXELS)
+    def edit(batch: list) -> list[list[Result]]:
+        (loaded,) = batch  # each canvas is one region-crop edit
         canvas, mask = outpaint_canvas(images_to_tensor(loaded.rgb), left, right, top, bottom)
         out = pipe().inpaint((canvas + 1) / 2, mask, feather=feather, full_resolution=True,
                              class_labels=class_label, num_images_per_prompt=num_samples,
@@ -52,6 +49,7 @@ def outpaint(images, left, right, top, bottom, feather, output, model, steps, ti
         if loaded.alpha is not None:  # the new border is opaque
             alpha, _ = outpaint_canvas(images_to_tensor(loaded.alpha), left, right, top, bottom)
             alpha = ((alpha[0, 0] + 1) / 2).numpy() * (1 - mask[0, 0].numpy()) + mask[0, 0].numpy()
-        return [Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in out]
+        return [[Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in out]]
 
-    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha)
+    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
+             max_pixels=max_pixels)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
-from .options import ModelLoader, make_generator, model_options, resolve_seed, schedule_kwargs
+from .options import (ModelLoader, candidate_generators, make_generator, model_options, resolve_seed,
+                      schedule_kwargs, split_candidates)
 
 
 @click.command(epilog="""\b
@@ -33,21 +32,30 @@ def super_resolve(images, factor, also_colorize, overlap, output, model, steps, 
     """Upscale each IMAGE by FACTOR; averaging each FACTOR x FACTOR output block gives the input back."""
     import numpy as np
 
-    from ..image_files import DEFAULT_MAX_PIXELS, read_image
     from ..pipeline import DEFAULT_EDIT_STEPS
 
     jobs = plan_jobs(expand_inputs(images), output, f"x{factor}", num_samples)
     pipe, seed = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last), resolve_seed(seed, quiet)
 
-    def edit(source: Path) -> list[Result]:
-        loaded = read_image(source, max_pixels or DEFAULT_MAX_PIXELS)
-        out = pipe().super_resolve(loaded.rgb, factor=factor, colorize=also_colorize, overlap=overlap, class_labels=class_label,
-                                   num_images_per_prompt=num_samples, generator=make_generator(seed),
-                                   output_type="np", **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
-        alpha = loaded.alpha
-        if alpha is not None:  # transparency is not super-resolved, only enlarged
-            alpha = np.repeat(np.repeat(alpha, factor, axis=0), factor, axis=1)
-        grey = loaded.grey and not also_colorize
-        return [Result(rgb, alpha, loaded.bits, grey, loaded.icc_profile) for rgb in out]
+    def edit(batch: list) -> list[list[Result]]:
+        tiled = max(batch[0].rgb.shape[:2]) * factor > pipe().resolution  # tiles take one generator
+        generator = make_generator(seed) if tiled else candidate_generators(seed, len(batch), num_samples)
+        out = pipe().super_resolve([loaded.rgb for loaded in batch], factor=factor, colorize=also_colorize,
+                                   overlap=overlap, class_labels=class_label, num_images_per_prompt=num_samples,
+                                   generator=generator, output_type="np",
+                                   **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
+        results = []
+        for loaded, candidates in zip(batch, split_candidates(out, len(batch))):
+            alpha = loaded.alpha
+            if alpha is not None:  # transparency is not super-resolved, only enlarged
+                alpha = np.repeat(np.repeat(alpha, factor, axis=0), factor, axis=1)
+            grey = loaded.grey and not also_colorize
+            results.append([Result(rgb, alpha, loaded.bits, grey, loaded.icc_profile) for rgb in candidates])
+        return results
 
-    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha)
+    def batch_key(loaded):
+        # Inputs of one tile or less share a batch; larger ones are tiled per file.
+        return loaded.rgb.shape if max(loaded.rgb.shape[:2]) * factor <= pipe().resolution else None
+
+    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
+             max_pixels=max_pixels, batch_key=batch_key)
