@@ -22,13 +22,18 @@ def consistency_function(
 ) -> torch.Tensor:
     """``f(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`` (paper, Appendix C; design.md, section 1).
 
-    ``x``: ``(B, C, H, W)`` noisy image at noise level ``sigma``; returns the denoised estimate
-    (unclipped). ``f(x, sigma_min) = x`` exactly (the boundary condition).
+    ``x``: ``(B, C, H, W)`` noisy image; ``sigma``: its noise level, one for the batch (a float or a 0-d
+    tensor) or one per sample (a ``(B,)`` tensor, as in training). Returns the denoised estimate
+    (unclipped). ``f(x, sigma_min) = x`` exactly (the boundary condition). The scalings are those of
+    the scheduler, computed in float64.
     """
     sigma = torch.as_tensor(sigma, dtype=torch.float64)
     c_skip, c_out = scheduler.get_scalings_for_boundary_condition(sigma)
     c_in = 1 / (sigma**2 + scheduler.config.sigma_data**2) ** 0.5
-    c_noise = torch.as_tensor(scheduler.sigma_to_t(sigma.numpy()))
+    c_noise = 1000 * 0.25 * torch.log(sigma + 1e-44)  # scheduler.sigma_to_t
+    if sigma.ndim:  # per sample: broadcast over (C, H, W), in x's dtype and on x's device
+        c_skip, c_out, c_in = (c.to(x.device, x.dtype).view(-1, 1, 1, 1) for c in (c_skip, c_out, c_in))
+        c_noise = c_noise.to(x.device, torch.float32)
     model_output = unet((c_in * x).to(x.dtype), c_noise, class_labels=class_labels, return_dict=False)[0]
     return (c_skip * x + c_out * model_output).to(x.dtype)
 

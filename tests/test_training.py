@@ -10,8 +10,9 @@ import torch
 from click.testing import CliRunner
 from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline, UNet2DModel
 
-from cmedit.training.consistency import ECTSchedule, consistency_fn, make_scheduler, scalings
-from cmedit.training.data import load_images
+from cmedit.sampler import consistency_function
+from cmedit.training.consistency import ECTSchedule, make_scheduler
+from cmedit.training.data import load_group_weights, load_images, random_batch
 from cmedit.training.loop import STATE_FILE, TrainConfig, train
 
 TINY = {"channels": (16, 32), "attention": (False, True), "layers_per_block": 1}
@@ -105,26 +106,20 @@ def test_ect_schedule_properties():
     assert abs(sig.log().median().item() - (-1.1)) < 0.05 and sig.min() >= 0.002 and sig.max() <= 80
 
 
-def test_scalings_match_diffusers_scheduler():
-    sched = make_scheduler()
-    sched.set_timesteps(num_inference_steps=None, timesteps=[22, 0])
-    for i, sigma in enumerate(sched.sigmas[:2]):
-        sched._step_index = None
-        x = torch.ones(1)
-        _, _, c_in, c_noise = scalings(sched, sigma.reshape(1).double())
-        assert torch.allclose(c_in * x, sched.scale_model_input(x, sched.timesteps[i]).double())
-        assert abs(c_noise.item() - float(sched.timesteps[i])) < 1e-3
-
-
-def test_boundary_condition():
+def test_per_sample_sigma_equals_one_call_per_sample():
+    """Training's batched form of the consistency function: row i equals the scalar call at sigma_i."""
     unet = UNet2DModel(sample_size=8, block_out_channels=(16, 16), down_block_types=("DownBlock2D",) * 2,
                        up_block_types=("UpBlock2D",) * 2, layers_per_block=1, norm_num_groups=8)
-    x = torch.randn(2, 3, 8, 8)
+    sched, x = make_scheduler(), torch.randn(3, 3, 8, 8)
+    sigma = torch.tensor([0.002, 0.7, 80.0])
     with torch.no_grad():
-        f = consistency_fn(unet, make_scheduler(), x, torch.full((2,), 0.002))
-        g = consistency_fn(unet, make_scheduler(), x, torch.full((2,), 1.0))
-    assert torch.allclose(f, x)
-    assert not torch.allclose(g, x)
+        batched = consistency_function(unet, sched, x, sigma)
+        rows = [consistency_function(unet, sched, x[i:i + 1], float(sigma[i])) for i in range(3)]
+    assert batched.dtype == x.dtype
+    for i in range(3):
+        assert torch.allclose(batched[i:i + 1], rows[i], atol=1e-5)
+    assert torch.equal(batched[0], x[0])  # boundary condition at sigma_min
+    assert not torch.allclose(batched[1], x[1], atol=1e-2)
 
 
 def test_load_images_folder_and_npy(tmp_path):
@@ -142,6 +137,38 @@ def test_load_images_folder_and_npy(tmp_path):
         load_images(tmp_path / "nothing")
 
 
+def test_group_weights_draw_every_group_equally(tmp_path):
+    """Five variants of one design and one single image: with --groups each design is half the draws."""
+    np.save(tmp_path / "g.npy", np.array([3, 3, 3, 3, 3, 7]))
+    weights = load_group_weights(tmp_path / "g.npy", 6)
+    assert torch.allclose(weights, torch.tensor([0.2] * 5 + [1.0], dtype=torch.float64))
+    images = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 3, 2, 2)
+    g = torch.Generator().manual_seed(0)
+    drawn = random_batch(images, 20_000, g, hflip=False, weights=weights)[:, 0, 0, 0]
+    assert abs((drawn == 5).float().mean().item() - 0.5) < 0.02
+    assert set(drawn.unique().tolist()) == set(range(6))
+    uniform = random_batch(images, 20_000, g, hflip=False)[:, 0, 0, 0]
+    assert abs((uniform == 5).float().mean().item() - 1 / 6) < 0.02
+
+
+def test_group_weights_reject_bad_files(tmp_path):
+    np.save(tmp_path / "short.npy", np.arange(5))
+    np.save(tmp_path / "float.npy", np.ones(6))
+    with pytest.raises(ValueError, match="5 group ids for 6 images"):
+        load_group_weights(tmp_path / "short.npy", 6)
+    with pytest.raises(ValueError, match="integer"):
+        load_group_weights(tmp_path / "float.npy", 6)
+
+
+def test_train_with_groups_runs_and_checkpoints(data, tmp_path):
+    np.save(tmp_path / "groups.npy", np.array([0, 0, 0, 0, 1, 1, 2, 3]))
+    cfg = _cfg(data, tmp_path / "run", max_steps=2)
+    cfg.groups = str(tmp_path / "groups.npy")
+    train(cfg)
+    state = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)
+    assert state["step"] == 2 and state["config"]["groups"] == cfg.groups
+
+
 def test_cli_train_import_is_light_and_validates(data, tmp_path):
     code = ("import sys, cmedit.cli; before = 'torch' in sys.modules; import cmedit.cli.train; "
             "print(before or 'torch' not in sys.modules)")
@@ -151,5 +178,10 @@ def test_cli_train_import_is_light_and_validates(data, tmp_path):
 
     res = CliRunner().invoke(train_cmd, [str(data), "--run-dir", str(tmp_path / "r"), "--resume"])
     assert res.exit_code != 0 and "does not exist" in res.output
+    np.save(tmp_path / "groups.npy", np.arange(3))
+    res = CliRunner().invoke(train_cmd, [str(data), "--groups", str(tmp_path / "groups.npy"),
+                                         "--run-dir", str(tmp_path / "g"), "--max-steps", "1"])
+    assert res.exit_code == 1 and res.output.strip() == f"Error: {tmp_path / 'groups.npy'}: 3 group ids for 8 images"
+    assert not (tmp_path / "g").exists()
     res = CliRunner().invoke(train_cmd, ["--help"])
     assert res.exit_code == 0 and "Example" in res.output

@@ -19,13 +19,16 @@ with EMA weights) and samples/ grids, every --checkpoint-minutes.
 \b
 Example:
   cmedit train data/twemoji32_train.npy --run-dir runs/default \\
-      --mixed-precision bf16 --threads 2
+      --groups data/twemoji32_train_groups.npy --mixed-precision bf16 --threads 2
   cmedit train data/twemoji32_train.npy --run-dir runs/default --resume
   cmedit train data/twemoji32_train.npy --run-dir runs/next \\
       --init-from cmedit/default_model --start-step 3900
 """,
 )
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
+@click.option("--groups", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A .npy of integer group ids, one per image: each group is drawn equally often "
+                   "(e.g. an emoji and its skin-tone variants count as one design).")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/default"), show_default=True)
 @click.option("--preset", type=click.Choice(PRESET_NAMES), default="small", show_default=True, help="UNet size.")
 @click.option("--resolution", type=click.IntRange(8), default=32, show_default=True)
@@ -50,7 +53,7 @@ Example:
                    "with a new optimizer; for a machine without the run's training_state.pt.")
 @click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
               help="With --init-from: the step (curriculum position) to continue at.")
-def train(data: Path, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float, max_steps: int,
+def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float, max_steps: int,
           pretrain_steps: int, stage_steps: int, max_stage: int, seed: int, device: str, mixed_precision: str,
           threads: int | None, checkpoint_minutes: float, checkpoint_steps: int | None, no_hflip: bool,
           resume: bool, init_from: Path | None, start_step: int) -> None:
@@ -68,7 +71,7 @@ def train(data: Path, run_dir: Path, preset: str, resolution: int, batch_size: i
     from cmedit.training.loop import train as run_training
 
     cfg = TrainConfig(
-        data=str(data), run_dir=str(run_dir), preset=preset, resolution=resolution, batch_size=batch_size, lr=lr,
+        data=str(data), groups=None if groups is None else str(groups), run_dir=str(run_dir), preset=preset, resolution=resolution, batch_size=batch_size, lr=lr,
         max_steps=max_steps, schedule=ECTSchedule(pretrain_steps=pretrain_steps, stage_steps=stage_steps,
                                                   max_stage=max_stage),
         seed=seed, device=device, mixed_precision=mixed_precision, threads=threads,

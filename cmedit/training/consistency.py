@@ -2,7 +2,8 @@
 
 Recipe (chosen for a CPU budget of a few hours, from scratch):
 
-* Parameterisation (Song et al. 2023, Appendix C; design.md section 1), batched:
+* Parameterisation (Song et al. 2023, Appendix C; design.md section 1), per-sample sigma
+  (``cmedit.sampler.consistency_function``, the sampler's own):
   ``f(x, t) = c_skip(t) x + c_out(t) F(c_in(t) x, 250 ln t)`` with the scalings of
   diffusers' ``CMStochasticIterativeScheduler``, so the trained UNet is a drop-in
   for ``ConsistencyModelPipeline``.
@@ -32,29 +33,14 @@ from dataclasses import dataclass
 import torch
 from diffusers import CMStochasticIterativeScheduler, UNet2DModel
 
+from cmedit.sampler import consistency_function
+
 
 def make_scheduler(num_train_timesteps: int = 40) -> CMStochasticIterativeScheduler:
     """The sampling scheduler saved with the model (sigma 0.002..80, sigma_data 0.5, rho 7)."""
     return CMStochasticIterativeScheduler(
         num_train_timesteps=num_train_timesteps, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0
     )
-
-
-def scalings(scheduler: CMStochasticIterativeScheduler, sigma: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(c_skip, c_out, c_in, c_noise) for a batch of sigmas, exactly as the scheduler computes them."""
-    c_skip, c_out = scheduler.get_scalings_for_boundary_condition(sigma)
-    c_in = 1 / (sigma**2 + scheduler.config.sigma_data**2) ** 0.5
-    c_noise = 1000 * 0.25 * torch.log(sigma + 1e-44)  # scheduler.sigma_to_t, in torch
-    return c_skip, c_out, c_in, c_noise
-
-
-def consistency_fn(
-    unet: UNet2DModel, scheduler: CMStochasticIterativeScheduler, x: torch.Tensor, sigma: torch.Tensor
-) -> torch.Tensor:
-    """Batched ``f(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`` (CM paper, Appendix C); sigma is (B,)."""
-    c_skip, c_out, c_in, c_noise = (s.view(-1, 1, 1, 1) for s in scalings(scheduler, sigma))
-    out = unet(c_in * x, c_noise.flatten(), return_dict=False)[0].float()
-    return c_skip * x + c_out * out
 
 
 @dataclass
@@ -99,7 +85,7 @@ def ect_loss(
     cfg = scheduler.config
     t = schedule.sample_t(x0.shape[0], generator, x0.device, cfg.sigma_min, cfg.sigma_max)
     z = torch.randn(x0.shape, generator=generator, device=x0.device)
-    f_t = consistency_fn(unet, scheduler, x0 + t.view(-1, 1, 1, 1) * z, t)
+    f_t = consistency_function(unet, scheduler, x0 + t.view(-1, 1, 1, 1) * z, t)
     if schedule.stage(step) == 0:
         _, c_out = scheduler.get_scalings_for_boundary_condition(t)
         return (((f_t - x0) ** 2).mean(dim=(1, 2, 3)) / c_out.clamp(min=1e-3) ** 2).mean()
@@ -107,7 +93,7 @@ def ect_loss(
     with torch.no_grad():
         # at r == 0 (clamped) the target is the clean image; f(x0, sigma_min) == x0 anyway
         r_eval = r.clamp(min=cfg.sigma_min)
-        f_r = consistency_fn(unet, scheduler, x0 + r_eval.view(-1, 1, 1, 1) * z, r_eval)
+        f_r = consistency_function(unet, scheduler, x0 + r_eval.view(-1, 1, 1, 1) * z, r_eval)
         f_r = torch.where((r > 0).view(-1, 1, 1, 1), f_r, x0)
     c = 0.00054 * math.sqrt(x0[0].numel())
     d = (((f_t - f_r) ** 2).sum(dim=(1, 2, 3)) + c**2).sqrt() - c

@@ -32,11 +32,36 @@ def load_images(path: str | Path, size: int | None = None) -> torch.Tensor:
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
+def load_group_weights(path: str | Path, num_images: int) -> torch.Tensor:
+    """Per-image sampling weights from a .npy of integer group ids: every group gets the same total weight.
+
+    ``weight_i = 1 / (number of images in i's group)``, so a design with many variants (an emoji and its
+    skin tones) is drawn as often as a design with one image.
+    """
+    groups = np.load(path)
+    if groups.ndim != 1 or groups.dtype.kind not in "iu":
+        raise ValueError(f"{path}: expected a 1-D integer array of group ids, got {groups.dtype} {groups.shape}")
+    if len(groups) != num_images:
+        raise ValueError(f"{path}: {len(groups)} group ids for {num_images} images")
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return torch.from_numpy(1.0 / counts[inverse])
+
+
 def random_batch(
-    images: torch.Tensor, batch_size: int, generator: torch.Generator, hflip: bool = True
+    images: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    hflip: bool = True,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Draw a batch with replacement using `generator` (so a saved generator state resumes exactly), random h-flips."""
-    idx = torch.randint(len(images), (batch_size,), generator=generator)
+    """Draw a batch with replacement using `generator` (so a saved generator state resumes exactly), random h-flips.
+
+    ``weights`` (one per image, e.g. from `load_group_weights`) makes the draw proportional to them; uniform if None.
+    """
+    if weights is None:
+        idx = torch.randint(len(images), (batch_size,), generator=generator)
+    else:
+        idx = torch.multinomial(weights, batch_size, replacement=True, generator=generator)
     batch = images[idx]
     if hflip:
         flip = torch.rand(batch_size, generator=generator) < 0.5

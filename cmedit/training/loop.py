@@ -25,7 +25,7 @@ from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
 from cmedit.training.consistency import ECTSchedule, ect_loss, make_scheduler
-from cmedit.training.data import load_images, random_batch
+from cmedit.training.data import load_group_weights, load_images, random_batch
 from cmedit.training.model import count_parameters, make_preset, make_unet
 
 STATE_FILE = "training_state.pt"
@@ -37,6 +37,7 @@ class TrainConfig:
     """All training settings; stored in the training state for reference."""
 
     data: str
+    groups: str | None = None  # .npy of per-image group ids: sample every group equally (`load_group_weights`)
     run_dir: str = "runs/default"
     preset: str = "small"
     unet_kwargs: dict | None = None  # if set, `make_unet(**unet_kwargs)` instead of the preset
@@ -117,12 +118,13 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu")
-    run_dir = Path(cfg.run_dir)
+    images = load_images(cfg.data, size=cfg.resolution)
+    weights = None if cfg.groups is None else load_group_weights(cfg.groups, len(images))
+    run_dir = Path(cfg.run_dir)  # created only once the data has loaded
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / STATE_FILE
     rank = accelerator.process_index
 
-    images = load_images(cfg.data, size=cfg.resolution)
     set_seed(cfg.seed)  # model initialisation
     if cfg.unet_kwargs is not None:
         model = make_unet(sample_size=cfg.resolution, **cfg.unet_kwargs)
@@ -163,7 +165,8 @@ def train(cfg: TrainConfig) -> Path:
     scheduler = make_scheduler()
 
     if accelerator.is_main_process:
-        print(f"model {cfg.preset}: {count_parameters(unwrapped) / 1e6:.2f}M params; {len(images)} images; "
+        print(f"model {cfg.preset}: {count_parameters(unwrapped) / 1e6:.2f}M params; {len(images)} images"
+              f"{'' if weights is None else f' in {round(weights.sum().item())} groups, drawn equally'}; "
               f"start step {step}; device {accelerator.device}; mixed precision {cfg.mixed_precision}", flush=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
 
@@ -181,7 +184,7 @@ def train(cfg: TrainConfig) -> Path:
     model.train()
     try:
         while step < cfg.max_steps:
-            x0 = random_batch(images, cfg.batch_size, gens["data"], cfg.hflip).to(accelerator.device)
+            x0 = random_batch(images, cfg.batch_size, gens["data"], cfg.hflip, weights).to(accelerator.device)
             with accelerator.autocast():
                 loss = ect_loss(model, scheduler, cfg.schedule, x0, step, gens["noise"])
             accelerator.backward(loss)
