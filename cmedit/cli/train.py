@@ -22,7 +22,7 @@ Example:
       --groups data/twemoji32_train_groups.npy --mixed-precision bf16 --threads 2
   cmedit train data/twemoji32_train.npy --run-dir runs/default --resume
   cmedit train data/twemoji32_train.npy --run-dir runs/next \\
-      --init-from cmedit/default_model --start-step 3900
+      --init-from cmedit/default_model --start-step 11631
 """,
 )
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
