@@ -53,10 +53,10 @@ Example:
                    "with a new optimizer; for a machine without the run's training_state.pt.")
 @click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
               help="With --init-from: the step (curriculum position) to continue at.")
-def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float, max_steps: int,
-          pretrain_steps: int, stage_steps: int, max_stage: int, seed: int, device: str, mixed_precision: str,
-          threads: int | None, checkpoint_minutes: float, checkpoint_steps: int | None, no_hflip: bool,
-          resume: bool, init_from: Path | None, start_step: int) -> None:
+def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float,
+          max_steps: int, pretrain_steps: int, stage_steps: int, max_stage: int, seed: int, device: str,
+          mixed_precision: str, threads: int | None, checkpoint_minutes: float, checkpoint_steps: int | None,
+          no_hflip: bool, resume: bool, init_from: Path | None, start_step: int) -> None:
     """Click entry point; all work happens in `cmedit.training.loop.train`."""
     if resume and not (run_dir / "training_state.pt").exists():
         raise click.ClickException(f"--resume: {run_dir / 'training_state.pt'} does not exist")
@@ -71,7 +71,8 @@ def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolutio
     from cmedit.training.loop import train as run_training
 
     cfg = TrainConfig(
-        data=str(data), groups=None if groups is None else str(groups), run_dir=str(run_dir), preset=preset, resolution=resolution, batch_size=batch_size, lr=lr,
+        data=str(data), groups=None if groups is None else str(groups), run_dir=str(run_dir), preset=preset,
+        resolution=resolution, batch_size=batch_size, lr=lr,
         max_steps=max_steps, schedule=ECTSchedule(pretrain_steps=pretrain_steps, stage_steps=stage_steps,
                                                   max_stage=max_stage),
         seed=seed, device=device, mixed_precision=mixed_precision, threads=threads,
