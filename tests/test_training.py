@@ -85,6 +85,15 @@ def test_init_from_exported_weights_continues_at_start_step(data, tmp_path):
     assert len(close) == len(exported)  # ... from the exported ones, not from a new initialisation
 
 
+def test_max_minutes_stops_training_and_exports(data, tmp_path):
+    cfg = _cfg(data, tmp_path / "run", max_steps=10**6)
+    cfg.max_minutes = 0.02  # 1.2 s of wall-clock time
+    out = train(cfg)
+    step = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["step"]
+    assert 0 < step < 10**6
+    assert (out / "unet" / "diffusion_pytorch_model.safetensors").exists()
+
+
 def test_resume_without_state_fails(data, tmp_path):
     with pytest.raises(FileNotFoundError):
         train(_cfg(data, tmp_path / "none", max_steps=1, resume=True))

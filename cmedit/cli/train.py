@@ -35,6 +35,8 @@ Example:
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-4, show_default=True)
 @click.option("--max-steps", type=click.IntRange(1), default=10_000, show_default=True)
+@click.option("--max-minutes", type=click.FloatRange(0, min_open=True), default=None,
+              help="Also stop after this many minutes of training (checkpoint and export as at --max-steps).")
 @click.option("--pretrain-steps", type=click.IntRange(0), default=2500, show_default=True,
               help="Stage 0 (r = 0, denoiser training) length.")
 @click.option("--stage-steps", type=click.IntRange(1), default=800, show_default=True,
@@ -54,7 +56,7 @@ Example:
 @click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
               help="With --init-from: the step (curriculum position) to continue at.")
 def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float,
-          max_steps: int, pretrain_steps: int, stage_steps: int, max_stage: int, seed: int, device: str,
+          max_steps: int, max_minutes: float | None, pretrain_steps: int, stage_steps: int, max_stage: int, seed: int, device: str,
           mixed_precision: str, threads: int | None, checkpoint_minutes: float, checkpoint_steps: int | None,
           no_hflip: bool, resume: bool, init_from: Path | None, start_step: int) -> None:
     """Click entry point; all work happens in `cmedit.training.loop.train`."""
@@ -73,7 +75,7 @@ def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolutio
     cfg = TrainConfig(
         data=str(data), groups=None if groups is None else str(groups), run_dir=str(run_dir), preset=preset,
         resolution=resolution, batch_size=batch_size, lr=lr,
-        max_steps=max_steps, schedule=ECTSchedule(pretrain_steps=pretrain_steps, stage_steps=stage_steps,
+        max_steps=max_steps, max_minutes=max_minutes, schedule=ECTSchedule(pretrain_steps=pretrain_steps, stage_steps=stage_steps,
                                                   max_stage=max_stage),
         seed=seed, device=device, mixed_precision=mixed_precision, threads=threads,
         checkpoint_minutes=checkpoint_minutes, checkpoint_steps=checkpoint_steps, hflip=not no_hflip, resume=resume,

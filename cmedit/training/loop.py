@@ -46,6 +46,7 @@ class TrainConfig:
     lr: float = 2e-4
     warmup_steps: int = 200
     max_steps: int = 10_000
+    max_minutes: float | None = None  # also stop (checkpoint, export) after this much wall-clock time
     schedule: ECTSchedule = field(default_factory=ECTSchedule)
     ema_max_decay: float = 0.9999
     ema_power: float = 2 / 3
@@ -113,10 +114,20 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
     raise _Stop()
 
 
+def _make_ema(model: UNet2DModel, cfg: TrainConfig) -> EMAModel:
+    """EMA with warm-up (decay ``1 - (1 + step)^-power``, capped at ema_max_decay), updated with foreach kernels."""
+    return EMAModel(model.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, power=cfg.ema_power, foreach=True)
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train (or resume) and return the export folder; checkpoints every `checkpoint_minutes` and at the end."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.mixed_precision == "no":
+        # float32 means float32: the later ECT stages compare f(x_t, t) with f(x_r, r) for r close to t, a
+        # difference that TF32 convolutions (cuDNN's default on Ampere and later GPUs) would blur.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu")
     images = load_images(cfg.data, size=cfg.resolution)
     weights = None if cfg.groups is None else load_group_weights(cfg.groups, len(images))
@@ -130,7 +141,7 @@ def train(cfg: TrainConfig) -> Path:
         model = make_unet(sample_size=cfg.resolution, **cfg.unet_kwargs)
     else:
         model = make_preset(cfg.preset, sample_size=cfg.resolution)
-    ema = EMAModel(model.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, power=cfg.ema_power)
+    ema = _make_ema(model, cfg)
     gens = {
         "data": torch.Generator().manual_seed(cfg.seed * 1000 + rank),
         "noise": torch.Generator(accelerator.device).manual_seed(cfg.seed * 1000 + 500 + rank),
@@ -150,7 +161,7 @@ def train(cfg: TrainConfig) -> Path:
         # A fresh machine has no training_state.pt: continue from committed (EMA) weights, with a new
         # optimizer (its LR warm-up re-runs) and the curriculum placed at start_step.
         model.load_state_dict(UNet2DModel.from_pretrained(cfg.init_from, subfolder="unet").state_dict())
-        ema = EMAModel(model.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, power=cfg.ema_power)
+        ema = _make_ema(model, cfg)
         ema.optimization_step = cfg.start_step
         step = cfg.start_step
     model, optimizer, lr_sched = accelerator.prepare(model, optimizer, lr_sched)
@@ -180,10 +191,12 @@ def train(cfg: TrainConfig) -> Path:
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process,
                mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
-    last_ckpt, t_prev, smooth = time.time(), time.time(), None
+    t_start = last_ckpt = t_prev = time.time()
+    deadline = None if cfg.max_minutes is None else t_start + 60 * cfg.max_minutes
+    smooth = None
     model.train()
     try:
-        while step < cfg.max_steps:
+        while step < cfg.max_steps and (deadline is None or time.time() < deadline):
             x0 = random_batch(images, cfg.batch_size, gens["data"], cfg.hflip, weights).to(accelerator.device)
             with accelerator.autocast():
                 loss = ect_loss(model, scheduler, cfg.schedule, x0, step, gens["noise"])

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The lent-GPU run of the default model (MODEL_CARD.md): ECT denoiser pre-training, then consistency tuning,
+# in a fixed wall-clock budget (scripts/train_gpu.py), packed into <=15 MB parts for the way back.
+# Run from the repository root with data/ from scripts/prepare_twemoji.py:
+#   OUT=/tmp/gpu_out bash scripts/gpu_session.sh
+set -u
+RUN=${RUN:-/tmp/gpu_run}
+OUT=${OUT:-/tmp/gpu_out}
+PRETRAIN_MINUTES=${PRETRAIN_MINUTES:-3.3}
+TUNE_MINUTES=${TUNE_MINUTES:-4.2}
+DEVICE=${DEVICE:-cuda}
+EXTRA=${EXTRA:-}  # more scripts/train_gpu.py options for both phases, e.g. "--preset tiny --batch-size 16" for a CPU dry run
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'cuda', torch.cuda.is_available())"
+python3 scripts/train_gpu.py --phase pretrain --run "$RUN" --minutes "$PRETRAIN_MINUTES" --device "$DEVICE" $EXTRA &&
+  python3 scripts/train_gpu.py --phase tune --run "$RUN" --minutes "$TUNE_MINUTES" --max-stage 8 --keep-stages 6,8 --device "$DEVICE" $EXTRA
+status=$?
+(cd "$RUN" && tar czf /tmp/gpu_pack.tgz --ignore-failed-read pretrain_steps.json pretrain/export pretrain/samples \
+  tune/samples ema_stage6 ema_stage8)
+split -b 15000000 -d /tmp/gpu_pack.tgz "$OUT/pack.tgz.part"
+ls -la "$OUT"
+exit $status

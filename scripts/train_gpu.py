@@ -1,0 +1,92 @@
+"""Train the default model on one lent GPU in a fixed wall-clock budget (ECT, two phases).
+
+A lent GPU session has minutes, not hours, so the curriculum is set by time, not steps:
+
+  --phase pretrain  stage 0 (denoiser training, EDM loss) under bf16 autocast for --minutes; the EMA
+                    export in RUN/pretrain/export is the denoiser that ECT starts from.
+  --phase tune      consistency tuning from that EMA (ECT initialises from the pretrained denoiser) in
+                    float32 (TF32 off): stage 1 runs for --minutes / --max-stage and its step count sets
+                    the length of every later stage; the EMA export after each stage in --keep-stages is
+                    copied to RUN/ema_stage<N>.
+
+The two phases run as two processes (accelerate fixes the mixed precision once per process). Example:
+
+  python scripts/train_gpu.py --phase pretrain --run /tmp/gpu --minutes 3.2 --device cuda
+  python scripts/train_gpu.py --phase tune --run /tmp/gpu --minutes 4.2 --max-stage 8 --keep-stages 6,8 --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import torch
+
+from cmedit.training.consistency import ECTSchedule
+from cmedit.training.loop import EXPORT_DIR, STATE_FILE, TrainConfig, train
+
+NEVER = 10**9  # a step count no run reaches: the time budget ends the phase
+
+
+def _config(args, run_dir: Path, **kw) -> TrainConfig:
+    return TrainConfig(
+        data=args.data, groups=args.groups, run_dir=str(run_dir), preset=args.preset, batch_size=args.batch_size,
+        device=args.device, checkpoint_minutes=1e6, seed=args.seed, **kw,
+    )
+
+
+def pretrain(args) -> None:
+    run = Path(args.run) / "pretrain"
+    cfg = _config(args, run, lr=args.lr, max_steps=NEVER, max_minutes=args.minutes, mixed_precision="bf16",
+                  schedule=ECTSchedule(pretrain_steps=NEVER))
+    train(cfg)
+    step = torch.load(run / STATE_FILE, map_location="cpu", weights_only=True)["step"]
+    (Path(args.run) / "pretrain_steps.json").write_text(json.dumps({"pretrain_steps": step}))
+    print(f"pretrain: {step} steps", flush=True)
+
+
+def tune(args) -> None:
+    root = Path(args.run)
+    p = json.loads((root / "pretrain_steps.json").read_text())["pretrain_steps"]
+    run = root / "tune"
+    keep = {int(s) for s in args.keep_stages.split(",") if s}
+    # stage 1 alone, with a stage length no run reaches, for its share of the time
+    first = _config(args, run, lr=args.lr, max_steps=NEVER, max_minutes=args.minutes / args.max_stage,
+                    mixed_precision="no", init_from=str(root / "pretrain" / EXPORT_DIR), start_step=p,
+                    schedule=ECTSchedule(pretrain_steps=p, stage_steps=NEVER, max_stage=args.max_stage))
+    train(first)
+    stage_steps = max(1, torch.load(run / STATE_FILE, map_location="cpu", weights_only=True)["step"] - p)
+    print(f"tune: stage 1 took {stage_steps} steps; every stage gets as many", flush=True)
+    schedule = ECTSchedule(pretrain_steps=p, stage_steps=stage_steps, max_stage=args.max_stage)
+    for stage in range(1, args.max_stage + 1):
+        if stage > 1:
+            train(_config(args, run, lr=args.lr, max_steps=p + stage * stage_steps, mixed_precision="no",
+                          schedule=schedule, resume=True))
+        if stage in keep:
+            shutil.copytree(run / EXPORT_DIR, root / f"ema_stage{stage}", dirs_exist_ok=True)
+            print(f"tune: kept the EMA after stage {stage} (step {p + stage * stage_steps})", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--phase", choices=["pretrain", "tune"], required=True)
+    ap.add_argument("--run", required=True, help="folder for both phases")
+    ap.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this phase")
+    ap.add_argument("--data", default="data/twemoji32_train.npy")
+    ap.add_argument("--groups", default="data/twemoji32_train_groups.npy")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--lr", type=float, default=None, help="default: 6e-4 pretrain, 2e-4 tune")
+    ap.add_argument("--max-stage", type=int, default=8)
+    ap.add_argument("--keep-stages", default="6,8")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.lr is None:
+        args.lr = 6e-4 if args.phase == "pretrain" else 2e-4
+    (pretrain if args.phase == "pretrain" else tune)(args)
+
+
+if __name__ == "__main__":
+    main()
