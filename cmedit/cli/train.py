@@ -22,7 +22,8 @@ Example:
       --groups data/twemoji32_train_groups.npy --mixed-precision bf16 --threads 2
   cmedit train data/twemoji32_train.npy --run-dir runs/default --resume
   cmedit train data/twemoji32_train.npy --run-dir runs/next \\
-      --init-from cmedit/default_model --start-step 11631
+      --init-from cmedit/default_model --start-step 3631 --pretrain-steps 2767 \\
+      --stage-steps 144 --device cuda --batch-size 512 --max-minutes 30
 """,
 )
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
