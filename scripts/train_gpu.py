@@ -12,7 +12,7 @@ A lent GPU session has minutes, not hours, so the curriculum is set by time, not
 The two phases run as two processes (accelerate fixes the mixed precision once per process). Example:
 
   python scripts/train_gpu.py --phase pretrain --run /tmp/gpu --minutes 3.2 --device cuda
-  python scripts/train_gpu.py --phase tune --run /tmp/gpu --minutes 4.2 --max-stage 8 --keep-stages 6,8 --device cuda
+  python scripts/train_gpu.py --phase tune --run /tmp/gpu --minutes 4.0 --max-stage 8 --keep-stages 6,8 --device cuda
 """
 from __future__ import annotations
 

@@ -45,7 +45,9 @@ Example:
 @click.option("--max-stage", type=click.IntRange(1), default=6, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--mixed-precision", type=click.Choice(["no", "bf16", "fp16"]), default="no", show_default=True)
+@click.option("--mixed-precision", type=click.Choice(["no", "bf16", "fp16"]), default="no", show_default=True,
+              help="Autocast precision; 'no' is float32 throughout (TF32 off on GPUs: the later ECT stages "
+                   "compare nearby outputs).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch CPU threads.")
 @click.option("--checkpoint-minutes", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True)
 @click.option("--checkpoint-steps", type=click.IntRange(1), default=None, help="Also checkpoint every N steps.")
@@ -57,9 +59,9 @@ Example:
 @click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
               help="With --init-from: the step (curriculum position) to continue at.")
 def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float,
-          max_steps: int, max_minutes: float | None, pretrain_steps: int, stage_steps: int, max_stage: int, seed: int, device: str,
-          mixed_precision: str, threads: int | None, checkpoint_minutes: float, checkpoint_steps: int | None,
-          no_hflip: bool, resume: bool, init_from: Path | None, start_step: int) -> None:
+          max_steps: int, max_minutes: float | None, pretrain_steps: int, stage_steps: int, max_stage: int,
+          seed: int, device: str, mixed_precision: str, threads: int | None, checkpoint_minutes: float,
+          checkpoint_steps: int | None, no_hflip: bool, resume: bool, init_from: Path | None, start_step: int) -> None:
     """Click entry point; all work happens in `cmedit.training.loop.train`."""
     if resume and not (run_dir / "training_state.pt").exists():
         raise click.ClickException(f"--resume: {run_dir / 'training_state.pt'} does not exist")
@@ -76,8 +78,8 @@ def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolutio
     cfg = TrainConfig(
         data=str(data), groups=None if groups is None else str(groups), run_dir=str(run_dir), preset=preset,
         resolution=resolution, batch_size=batch_size, lr=lr,
-        max_steps=max_steps, max_minutes=max_minutes, schedule=ECTSchedule(pretrain_steps=pretrain_steps, stage_steps=stage_steps,
-                                                  max_stage=max_stage),
+        max_steps=max_steps, max_minutes=max_minutes,
+        schedule=ECTSchedule(pretrain_steps=pretrain_steps, stage_steps=stage_steps, max_stage=max_stage),
         seed=seed, device=device, mixed_precision=mixed_precision, threads=threads,
         checkpoint_minutes=checkpoint_minutes, checkpoint_steps=checkpoint_steps, hflip=not no_hflip, resume=resume,
         init_from=None if init_from is None else str(init_from), start_step=start_step,
