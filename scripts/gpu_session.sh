@@ -9,16 +9,20 @@ RUN=${RUN:-/tmp/gpu_run}
 OUT=${OUT:-/tmp/gpu_out}
 PRETRAIN_MINUTES=${PRETRAIN_MINUTES:-3.2}
 TUNE_MINUTES=${TUNE_MINUTES:-4.0}
+MAX_STAGE=${MAX_STAGE:-8}
+KEEP_STAGES=${KEEP_STAGES:-6,8}  # the EMA after these stages is packed; at most two fit the 64 MiB way back
 DEVICE=${DEVICE:-cuda}
-EXTRA=${EXTRA:-}  # more scripts/train_gpu.py options for both phases, e.g. "--preset tiny --batch-size 16" for a CPU dry run
+# more scripts/train_gpu.py options for both phases, e.g. "--preset tiny --batch-size 16" for a CPU dry run
+EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -c "import torch, diffusers; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'cuda', torch.cuda.is_available())"
+python3 -c "import torch, diffusers; print(torch.__version__, diffusers.__version__, torch.cuda.is_available())"
 python3 scripts/train_gpu.py --phase pretrain --run "$RUN" --minutes "$PRETRAIN_MINUTES" --device "$DEVICE" $EXTRA &&
-  python3 scripts/train_gpu.py --phase tune --run "$RUN" --minutes "$TUNE_MINUTES" --max-stage 8 --keep-stages 6,8 --device "$DEVICE" $EXTRA
+  python3 scripts/train_gpu.py --phase tune --run "$RUN" --minutes "$TUNE_MINUTES" --max-stage "$MAX_STAGE" \
+    --keep-stages "$KEEP_STAGES" --device "$DEVICE" $EXTRA
 status=$?
 (cd "$RUN" && tar czf /tmp/gpu_pack.tgz --ignore-failed-read pretrain_steps.json pretrain/export pretrain/samples \
-  tune/samples ema_stage6 ema_stage8)
+  tune/samples $(ls -d ema_stage* 2>/dev/null))
 split -b 15000000 -d /tmp/gpu_pack.tgz "$OUT/pack.tgz.part"
 ls -la "$OUT"
 exit $status
