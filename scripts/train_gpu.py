@@ -32,16 +32,21 @@ NEVER = 10**9  # a step count no run reaches: the time budget ends the phase
 def _config(args, run_dir: Path, **kw) -> TrainConfig:
     return TrainConfig(
         data=args.data, groups=args.groups, run_dir=str(run_dir), preset=args.preset, batch_size=args.batch_size,
-        device=args.device, checkpoint_minutes=1e6, seed=args.seed, **kw,
+        lr=args.lr, device=args.device, checkpoint_minutes=1e6, seed=args.seed, **kw,
     )
+
+
+def _saved_step(run_dir: Path) -> int:
+    """The step of the training state a finished `train` call left in run_dir."""
+    return torch.load(run_dir / STATE_FILE, map_location="cpu", weights_only=True)["step"]
 
 
 def pretrain(args) -> None:
     run = Path(args.run) / "pretrain"
-    cfg = _config(args, run, lr=args.lr, max_steps=NEVER, max_minutes=args.minutes, mixed_precision="bf16",
+    cfg = _config(args, run, max_steps=NEVER, max_minutes=args.minutes, mixed_precision="bf16",
                   schedule=ECTSchedule(pretrain_steps=NEVER))
     train(cfg)
-    step = torch.load(run / STATE_FILE, map_location="cpu", weights_only=True)["step"]
+    step = _saved_step(run)
     (Path(args.run) / "pretrain_steps.json").write_text(json.dumps({"pretrain_steps": step}))
     print(f"pretrain: {step} steps", flush=True)
 
@@ -52,16 +57,16 @@ def tune(args) -> None:
     run = root / "tune"
     keep = {int(s) for s in args.keep_stages.split(",") if s}
     # stage 1 alone, with a stage length no run reaches, for its share of the time
-    first = _config(args, run, lr=args.lr, max_steps=NEVER, max_minutes=args.minutes / args.max_stage,
+    first = _config(args, run, max_steps=NEVER, max_minutes=args.minutes / args.max_stage,
                     mixed_precision="no", init_from=str(root / "pretrain" / EXPORT_DIR), start_step=p,
                     schedule=ECTSchedule(pretrain_steps=p, stage_steps=NEVER, max_stage=args.max_stage))
     train(first)
-    stage_steps = max(1, torch.load(run / STATE_FILE, map_location="cpu", weights_only=True)["step"] - p)
+    stage_steps = max(1, _saved_step(run) - p)
     print(f"tune: stage 1 took {stage_steps} steps; every stage gets as many", flush=True)
     schedule = ECTSchedule(pretrain_steps=p, stage_steps=stage_steps, max_stage=args.max_stage)
     for stage in range(1, args.max_stage + 1):
         if stage > 1:
-            train(_config(args, run, lr=args.lr, max_steps=p + stage * stage_steps, mixed_precision="no",
+            train(_config(args, run, max_steps=p + stage * stage_steps, mixed_precision="no",
                           schedule=schedule, resume=True))
         if stage in keep:
             shutil.copytree(run / EXPORT_DIR, root / f"ema_stage{stage}", dirs_exist_ok=True)
