@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline, UNet2DModel
 
 from cmedit.sampler import consistency_function
-from cmedit.training.consistency import ECTSchedule, make_scheduler
+from cmedit.training.consistency import ECTSchedule, ect_loss, heun_step, make_scheduler
 from cmedit.training.data import load_group_weights, load_images, random_batch
 from cmedit.training.loop import STATE_FILE, TrainConfig, train
 
@@ -130,6 +130,63 @@ def test_per_sample_sigma_equals_one_call_per_sample():
         assert torch.allclose(batched[i:i + 1], rows[i], atol=1e-5)
     assert torch.equal(batched[0], x[0])  # boundary condition at sigma_min
     assert not torch.allclose(batched[1], x[1], atol=1e-2)
+
+
+def test_heun_step_follows_the_exact_ode_of_gaussian_data():
+    """Data N(0, s^2 I): D(x, sigma) = x s^2 / (s^2 + sigma^2), and the ODE's solution is
+    x(r) = x(t) sqrt(s^2 + r^2) / sqrt(s^2 + t^2). Heun is second order (error / gap^3), Euler first."""
+    s2 = 0.5**2
+    denoiser = lambda x, sigma: x * s2 / (s2 + sigma.view(-1, 1, 1, 1) ** 2)  # noqa: E731
+    x_t = torch.randn(4, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    t = torch.tensor([0.3, 1.0, 5.0, 80.0], dtype=torch.float64)
+    errors = []
+    for gap in (0.2, 0.1):
+        r = t * (1 - gap)
+        exact = x_t * ((s2 + r**2) / (s2 + t**2)).sqrt().view(-1, 1, 1, 1)
+        heun = heun_step(denoiser, x_t, t, r, sigma_min=0.002)
+        euler = heun_step(denoiser, x_t, t, r, sigma_min=1e9)  # r < sigma_min everywhere: Euler steps
+        errors.append((heun - exact).abs().max().item())
+        assert errors[-1] < (euler - exact).abs().max().item() / 5
+    assert 6 < errors[0] / errors[1] < 10  # third-order local error: halving the gap divides it by ~8
+    to_zero = heun_step(denoiser, x_t, t, torch.zeros_like(t), sigma_min=0.002)
+    assert torch.allclose(to_zero, denoiser(x_t, t))  # r = 0: the Euler step lands on D(x_t, t)
+
+
+def test_distilling_an_oracle_teacher_is_consistency_training():
+    """With the ideal denoiser of each image's own point mass (D = x0) the teacher's ODE step is exactly
+    consistency training's x0 + r z, so the two losses agree (up to r < sigma_min, where CT evaluates at
+    sigma_min); a teacher that is not the oracle gives another loss."""
+    unet = UNet2DModel(sample_size=8, block_out_channels=(16, 16), down_block_types=("DownBlock2D",) * 2,
+                       up_block_types=("UpBlock2D",) * 2, layers_per_block=1, norm_num_groups=8)
+    sched = make_scheduler()
+    schedule = ECTSchedule(pretrain_steps=0, stage_steps=1, max_stage=3, p_mean=0.5, p_std=0.5)  # t > sigma_min
+    x0 = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    for step in (0, 2):  # stage 1 (big gap) and stage 3
+        losses = [ect_loss(unet, sched, schedule, x0, step, torch.Generator().manual_seed(7), teacher)
+                  for teacher in (None, lambda x, sigma: x0, lambda x, sigma: 0.9 * x0)]
+        assert torch.isfinite(losses[0]) and losses[0] > 0
+        assert torch.allclose(losses[1], losses[0], rtol=1e-4)
+        assert not torch.allclose(losses[2], losses[0], rtol=1e-2)
+
+
+def test_cli_train_distils_a_teacher(data, tmp_path):
+    """`cmedit train --teacher`: a trained export distils into a new run; a mismatched teacher is one line."""
+    first = train(_cfg(data, tmp_path / "teacher", max_steps=2))
+    from cmedit.cli.train import train as train_cmd
+
+    common = [str(data), "--resolution", "16", "--preset", "tiny", "--batch-size", "2", "--max-steps", "3",
+              "--pretrain-steps", "1", "--stage-steps", "1", "--threads", "1"]
+    res = CliRunner().invoke(train_cmd, [*common, "--run-dir", str(tmp_path / "student"), "--teacher", str(first)])
+    assert res.exit_code == 0, res.output
+    state = torch.load(tmp_path / "student" / STATE_FILE, weights_only=True)
+    assert state["step"] == 3 and state["config"]["teacher"] == str(first)
+    res = CliRunner().invoke(train_cmd, [*common[:2], "8", *common[3:], "--run-dir", str(tmp_path / "bad"),
+                                         "--teacher", str(first)])
+    assert res.exit_code == 1
+    assert res.output.strip() == f"Error: teacher {first}: 3 channels at 16 px, the training images are 3 channels at 8 px"
+    assert not (tmp_path / "bad").exists()
+    res = CliRunner().invoke(train_cmd, [*common, "--run-dir", str(tmp_path / "none"), "--teacher", str(tmp_path / "nope")])
+    assert res.exit_code == 1 and "no such model folder" in res.output and not (tmp_path / "none").exists()
 
 
 def test_load_images_folder_and_npy(tmp_path):

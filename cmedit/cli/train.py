@@ -58,10 +58,14 @@ Example:
                    "with a new optimizer; for a machine without the run's training_state.pt.")
 @click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
               help="With --init-from: the step (curriculum position) to continue at.")
+@click.option("--teacher", default=None,
+              help="Consistency distillation: a trained model (folder, .pt or hub id) whose ODE steps give the "
+                   "targets of the consistency stages, instead of the data's noise (stage 0 is unchanged).")
 def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float,
           max_steps: int, max_minutes: float | None, pretrain_steps: int, stage_steps: int, max_stage: int,
           seed: int, device: str, mixed_precision: str, threads: int | None, checkpoint_minutes: float,
-          checkpoint_steps: int | None, no_hflip: bool, resume: bool, init_from: Path | None, start_step: int) -> None:
+          checkpoint_steps: int | None, no_hflip: bool, resume: bool, init_from: Path | None, start_step: int,
+          teacher: str | None) -> None:
     """Click entry point; all work happens in `cmedit.training.loop.train`."""
     if resume and not (run_dir / "training_state.pt").exists():
         raise click.ClickException(f"--resume: {run_dir / 'training_state.pt'} does not exist")
@@ -82,7 +86,7 @@ def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolutio
         schedule=ECTSchedule(pretrain_steps=pretrain_steps, stage_steps=stage_steps, max_stage=max_stage),
         seed=seed, device=device, mixed_precision=mixed_precision, threads=threads,
         checkpoint_minutes=checkpoint_minutes, checkpoint_steps=checkpoint_steps, hflip=not no_hflip, resume=resume,
-        init_from=None if init_from is None else str(init_from), start_step=start_step,
+        init_from=None if init_from is None else str(init_from), start_step=start_step, teacher=teacher,
     )
     try:
         out = run_training(cfg)

@@ -1,4 +1,5 @@
-"""The training loop: ECT (Geng et al. 2024) on a diffusers `UNet2DModel`, via `accelerate`, with exact resume.
+"""The training loop: ECT (Geng et al. 2024) on a diffusers `UNet2DModel`, via `accelerate`, with exact resume;
+optionally distilling a teacher model (`TrainConfig.teacher`).
 
 Outputs in `run_dir`:
   training_state.pt   model, optimizer, LR schedule, EMA, step and RNG states (`resume=True` continues exactly,
@@ -24,7 +25,7 @@ from diffusers.training_utils import EMAModel
 from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
-from cmedit.training.consistency import ECTSchedule, ect_loss, make_scheduler
+from cmedit.training.consistency import Denoiser, ECTSchedule, ect_loss, make_scheduler, unet_denoiser
 from cmedit.training.data import load_group_weights, load_images, random_batch
 from cmedit.training.model import count_parameters, make_preset, make_unet
 
@@ -61,6 +62,7 @@ class TrainConfig:
     resume: bool = False
     init_from: str | None = None  # a diffusers model folder whose UNet weights start the run (online and EMA)
     start_step: int = 0  # with init_from: where in the curriculum the run starts
+    teacher: str | None = None  # a model (anything `cmedit.load_pipeline` takes): distil its ODE in stages >= 1
     threads: int | None = None
 
 
@@ -106,6 +108,22 @@ def _save_state(path: Path, step: int, model, optimizer, lr_sched, ema: EMAModel
     os.replace(path.with_suffix(".tmp"), path)
 
 
+def load_teacher(source: str, images: torch.Tensor, device: torch.device) -> Denoiser:
+    """The frozen teacher denoiser; it must take the training images (channels, size) without class labels."""
+    from cmedit.loading import load_pipeline
+
+    teacher = load_pipeline(source, device=device, dtype=torch.float32)
+    t_cfg = teacher.unet.config
+    channels, size = images.shape[1], images.shape[-1]
+    if t_cfg.num_class_embeds is not None:
+        raise ValueError(f"teacher {source}: class-conditional; training here is unconditional")
+    if (t_cfg.in_channels, t_cfg.sample_size) != (channels, size):
+        raise ValueError(f"teacher {source}: {t_cfg.in_channels} channels at {t_cfg.sample_size} px, "
+                         f"the training images are {channels} channels at {size} px")
+    teacher.unet.requires_grad_(False).eval()
+    return unet_denoiser(teacher.unet, teacher.scheduler)
+
+
 class _Stop(Exception):
     """Raised from the SIGTERM handler so the loop checkpoints before exiting."""
 
@@ -131,7 +149,8 @@ def train(cfg: TrainConfig) -> Path:
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu")
     images = load_images(cfg.data, size=cfg.resolution)
     weights = None if cfg.groups is None else load_group_weights(cfg.groups, len(images))
-    run_dir = Path(cfg.run_dir)  # created only once the data has loaded
+    teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, images, accelerator.device)
+    run_dir = Path(cfg.run_dir)  # created only once the data (and teacher) have loaded
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / STATE_FILE
     rank = accelerator.process_index
@@ -178,7 +197,8 @@ def train(cfg: TrainConfig) -> Path:
     if accelerator.is_main_process:
         print(f"model {cfg.preset}: {count_parameters(unwrapped) / 1e6:.2f}M params; {len(images)} images"
               f"{'' if weights is None else f' in {round(weights.sum().item())} groups, drawn equally'}; "
-              f"start step {step}; device {accelerator.device}; mixed precision {cfg.mixed_precision}", flush=True)
+              f"start step {step}; device {accelerator.device}; mixed precision {cfg.mixed_precision}"
+              f"{'' if teacher is None else f'; distilling {cfg.teacher}'}", flush=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
 
     def checkpoint() -> None:
@@ -199,7 +219,7 @@ def train(cfg: TrainConfig) -> Path:
         while step < cfg.max_steps and (deadline is None or time.time() < deadline):
             x0 = random_batch(images, cfg.batch_size, gens["data"], cfg.hflip, weights).to(accelerator.device)
             with accelerator.autocast():
-                loss = ect_loss(model, scheduler, cfg.schedule, x0, step, gens["noise"])
+                loss = ect_loss(model, scheduler, cfg.schedule, x0, step, gens["noise"], teacher)
             accelerator.backward(loss)
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
