@@ -50,6 +50,10 @@ class ConsistencyEditPipeline(DiffusionPipeline):
     def __init__(self, unet: UNet2DModel, scheduler: CMStochasticIterativeScheduler) -> None:
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
+        # The most images the UNet runs at once (None: the whole batch). Crops, tiles, candidates and
+        # batched files all add to one batch; a bound keeps large edits within memory without
+        # changing their result (``cmedit.sampler.sample``).
+        self.max_batch_size: int | None = None
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
         """Save as diffusers does, naming ``ConsistencyModelPipeline`` in ``model_index.json``.
@@ -242,7 +246,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
     def _run(self, scheduler, x: torch.Tensor, labels: torch.Tensor | None, generator) -> torch.Tensor:
         with self.progress_bar(total=len(scheduler.timesteps)) as bar:
             return sample(self.unet, scheduler, x, class_labels=labels, generator=generator,
-                          callback=lambda *_: bar.update())
+                          callback=lambda *_: bar.update(), max_batch=self.max_batch_size)
 
     def _check_schedule(self, num_inference_steps: int | None, timesteps: list[int] | None) -> None:
         n_train = self.scheduler.config.num_train_timesteps

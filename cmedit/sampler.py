@@ -46,6 +46,7 @@ def sample(
     class_labels: torch.Tensor | None = None,
     generator: torch.Generator | list[torch.Generator] | None = None,
     callback: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    max_batch: int | None = None,
 ) -> torch.Tensor:
     """Multistep consistency sampling (Algorithm 1; with a projection wrapper, Algorithm 4).
 
@@ -53,11 +54,28 @@ def sample(
     sigma. Each step evaluates the network once; the scheduler's ``step`` denoises and adds the
     next level's noise, drawing one noise tensor per step from ``generator``.
     ``callback(i, t, x)`` is called after every step (e.g. to advance a progress bar).
+    ``max_batch``: run the network on at most this many images at a time (it bounds the memory of
+    its activations); the scheduler still steps the whole batch, so the random draws and the
+    result do not depend on it.
     """
+    if max_batch is not None and max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     for i, t in enumerate(scheduler.timesteps):
         scaled = scheduler.scale_model_input(x, t)
-        model_output = unet(scaled, t, class_labels=class_labels, return_dict=False)[0]
+        model_output = _evaluate(unet, scaled, t, class_labels, max_batch)
         x = scheduler.step(model_output, t, x, generator=generator, return_dict=False)[0]
         if callback is not None:
             callback(i, t, x)
     return x
+
+
+def _evaluate(unet: UNet2DModel, x: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None,
+              max_batch: int | None) -> torch.Tensor:
+    """The network's output on ``x`` at timestep ``t``, in chunks of at most ``max_batch`` images."""
+    if max_batch is None or len(x) <= max_batch:
+        return unet(x, t, class_labels=class_labels, return_dict=False)[0]
+    chunks = []
+    for start in range(0, len(x), max_batch):
+        labels = None if class_labels is None else class_labels[start:start + max_batch]
+        chunks.append(unet(x[start:start + max_batch], t, class_labels=labels, return_dict=False)[0])
+    return torch.cat(chunks)

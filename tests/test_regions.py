@@ -104,6 +104,24 @@ def test_class_label_shared_by_all_crops_of_an_image(class_pipe):
     assert labels[:3] == [labels[0]] * 3 and labels[3:] == [labels[3]] * 3
 
 
+def test_max_batch_size_bounds_the_forward_passes_not_the_result(class_pipe):
+    """Six crops (two images x three regions) under a bound of 4: passes of 4 and 2 per step, the class
+    labels follow their crops, and the draws (whole batch) and the image are the same as unbounded."""
+    images = torch.cat([photo(1), photo(2)])
+    run = lambda: inpaint_regions(class_pipe, images, regions_mask(), context=0.25, num_inference_steps=2,  # noqa: E731
+                                  class_labels=[3, 7], generator=seed())
+    whole = run()
+    counter = ForwardCounter(class_pipe.unet)
+    class_pipe.max_batch_size = 4
+    bounded = run()
+    assert counter.batches == [4, 2, 4, 2]
+    assert [labels.tolist() for labels in counter.labels[:2]] == [[3, 3, 3, 7], [7, 7]]
+    assert torch.allclose(bounded, whole, atol=1e-5)
+    class_pipe.max_batch_size = 0
+    with pytest.raises(ValueError, match="max_batch must be >= 1"):
+        run()
+
+
 def test_the_model_never_sees_the_masked_content(pipe):
     image, mask = photo(), regions_mask()
     other = torch.where(mask > 0.5, photo(seed=5), image)  # same kept pixels, other content under the mask

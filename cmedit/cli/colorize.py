@@ -21,12 +21,13 @@ Examples:
 @model_options
 @file_options
 def colorize(images, output, model, steps, timesteps, seed, device, dtype, class_label, num_samples,
-             compile_unet, channels_last, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
+             compile_unet, channels_last, max_batch, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
     """Colorize each IMAGE (greyscale, or colour whose luminance is kept); its luminance is unchanged."""
     from ..pipeline import DEFAULT_EDIT_STEPS
 
     jobs = plan_jobs(expand_inputs(images), output, "colorized", num_samples)
-    pipe, seed = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last), resolve_seed(seed, quiet)
+    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+    seed = resolve_seed(seed, quiet)
 
     def edit(batch: list) -> list[list[Result]]:
         out = pipe().colorize([loaded.rgb for loaded in batch], class_labels=class_label,

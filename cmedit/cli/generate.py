@@ -23,7 +23,7 @@ Examples:
               help="Output folder (files 0000.png, ...), or a file name (numbered when several).")
 @model_options
 def generate(num_images, batch_size, output, model, steps, timesteps, seed, device, dtype, class_label,
-             num_samples, compile_unet, channels_last, overwrite, quiet) -> None:
+             num_samples, compile_unet, channels_last, max_batch, overwrite, quiet) -> None:
     """Sample new images from the model in 1 step (default) or a few (--steps, --timesteps)."""
     from ..image_files import check_output_path, write_image
 
@@ -37,7 +37,7 @@ def generate(num_images, batch_size, output, model, steps, timesteps, seed, devi
     with user_errors():
         for path in paths:
             check_output_path(path, overwrite)
-        pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last)()
+        pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)()
         generator = make_generator(resolve_seed(seed, quiet))
         for start in range(0, count, batch_size):
             images = pipe.generate(batch_size=min(batch_size, count - start), class_labels=class_label,

@@ -34,8 +34,8 @@ Examples:
 @model_options
 @file_options
 def inpaint(images, mask_path, resize_mask, context, feather, output, model, steps, timesteps, seed, device,
-            dtype, class_label, num_samples, compile_unet, channels_last, overwrite, quiet, quality, no_alpha,
-            max_pixels) -> None:
+            dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality,
+            no_alpha, max_pixels) -> None:
     """Fill the masked area of each IMAGE; every pixel outside it is kept exactly."""
     import numpy as np
     from PIL import Image
@@ -50,7 +50,8 @@ def inpaint(images, mask_path, resize_mask, context, feather, output, model, ste
     if mask_path is not None:
         with user_errors():
             mask_image = read_mask(mask_path, max_pixels)
-    pipe, seed = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last), resolve_seed(seed, quiet)
+    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+    seed = resolve_seed(seed, quiet)
 
     def mask_for(loaded):
         """The image's mask (1 = fill): --mask (resized if asked) or its transparent pixels."""

@@ -93,6 +93,9 @@ def model_options(command: Callable) -> Callable:
                           "and gains little there (see BENCHMARKS.md); for long GPU runs."),
         click.option("--channels-last", is_flag=True,
                      help="Keep the UNet's weights channels-last (NHWC), which some convolution kernels prefer."),
+        click.option("--max-batch", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Run the network on at most N images at a time (crops, tiles, candidates and files "
+                          "share a batch): lower it when memory runs out; results do not change."),
         click.option("--overwrite", is_flag=True, help="Replace output files that already exist."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages on stderr."),
     ]
@@ -112,7 +115,7 @@ def user_errors() -> Iterator[None]:
 
 
 def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_unet: bool = False,
-               channels_last: bool = False):
+               channels_last: bool = False, max_batch: int | None = None):
     """Load the pipeline on the requested device and precision, with progress bars per ``quiet``."""
     import torch
     from diffusers.utils import logging as diffusers_logging
@@ -136,6 +139,7 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
 
         accelerate_pipeline(pipe, compile=compile_unet, channels_last=channels_last)
     pipe.set_progress_bar_config(disable=quiet, leave=False)
+    pipe.max_batch_size = max_batch
     return pipe
 
 
@@ -174,8 +178,8 @@ class ModelLoader:
     """Loads the pipeline on first use, so that argument and file errors come before the slow part."""
 
     def __init__(self, model: str | None, device: str, dtype: str, quiet: bool, compile_unet: bool = False,
-                 channels_last: bool = False) -> None:
-        self.args = (model, device, dtype, quiet, compile_unet, channels_last)
+                 channels_last: bool = False, max_batch: int | None = None) -> None:
+        self.args = (model, device, dtype, quiet, compile_unet, channels_last, max_batch)
         self._pipe = None
 
     def __call__(self):

@@ -26,7 +26,7 @@ Examples:
 @model_options
 @file_options
 def outpaint(images, left, right, top, bottom, feather, output, model, steps, timesteps, seed, device, dtype,
-             class_label, num_samples, compile_unet, channels_last, overwrite, quiet, quality, no_alpha,
+             class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality, no_alpha,
              max_pixels) -> None:
     """Extend each IMAGE by the given borders and fill them; the original pixels are kept exactly."""
     from ..image_io import images_to_tensor
@@ -36,7 +36,8 @@ def outpaint(images, left, right, top, bottom, feather, output, model, steps, ti
     if left + right + top + bottom == 0:
         raise click.UsageError("give at least one of --left, --right, --top, --bottom")
     jobs = plan_jobs(expand_inputs(images), output, "outpainted", num_samples)
-    pipe, seed = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last), resolve_seed(seed, quiet)
+    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+    seed = resolve_seed(seed, quiet)
 
     def edit(batch: list) -> list[list[Result]]:
         (loaded,) = batch  # each canvas is one region-crop edit

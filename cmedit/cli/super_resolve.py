@@ -27,7 +27,7 @@ Examples:
 @model_options
 @file_options
 def super_resolve(images, factor, also_colorize, overlap, output, model, steps, timesteps, seed, device,
-                  dtype, class_label, num_samples, compile_unet, channels_last, overwrite, quiet, quality,
+                  dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality,
                   no_alpha, max_pixels) -> None:
     """Upscale each IMAGE by FACTOR; averaging each FACTOR x FACTOR output block gives the input back."""
     import numpy as np
@@ -35,7 +35,8 @@ def super_resolve(images, factor, also_colorize, overlap, output, model, steps, 
     from ..pipeline import DEFAULT_EDIT_STEPS
 
     jobs = plan_jobs(expand_inputs(images), output, f"x{factor}", num_samples)
-    pipe, seed = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last), resolve_seed(seed, quiet)
+    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+    seed = resolve_seed(seed, quiet)
 
     def edit(batch: list) -> list[list[Result]]:
         tiled = max(batch[0].rgb.shape[:2]) * factor > pipe().resolution  # tiles take one generator
