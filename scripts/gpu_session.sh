@@ -12,6 +12,7 @@ TUNE_MINUTES=${TUNE_MINUTES:-4.0}
 MAX_STAGE=${MAX_STAGE:-8}
 KEEP_STAGES=${KEEP_STAGES:-6,8}  # the EMA after these stages is packed; at most two fit the 64 MiB way back
 DEVICE=${DEVICE:-cuda}
+DISTIL=${DISTIL:-0}  # 1: the tuning stages distil the stage-0 denoiser (train_gpu.py --distil)
 # more scripts/train_gpu.py options for both phases, e.g. "--preset tiny --batch-size 16" for a CPU dry run
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
@@ -19,7 +20,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 python3 -c "import torch, diffusers; print(torch.__version__, diffusers.__version__, torch.cuda.is_available())"
 python3 scripts/train_gpu.py --phase pretrain --run "$RUN" --minutes "$PRETRAIN_MINUTES" --device "$DEVICE" $EXTRA &&
   python3 scripts/train_gpu.py --phase tune --run "$RUN" --minutes "$TUNE_MINUTES" --max-stage "$MAX_STAGE" \
-    --keep-stages "$KEEP_STAGES" --device "$DEVICE" $EXTRA
+    --keep-stages "$KEEP_STAGES" --device "$DEVICE" $([ "$DISTIL" = 1 ] && echo --distil) $EXTRA
 status=$?
 (cd "$RUN" && tar czf /tmp/gpu_pack.tgz --ignore-failed-read pretrain_steps.json pretrain/export pretrain/samples \
   tune/samples $(ls -d ema_stage* 2>/dev/null))

@@ -7,7 +7,9 @@ A lent GPU session has minutes, not hours, so the curriculum is set by time, not
   --phase tune      consistency tuning from that EMA (ECT initialises from the pretrained denoiser) in
                     float32 (TF32 off): stage 1 runs for --minutes / --max-stage and its step count sets
                     the length of every later stage; the EMA export after each stage in --keep-stages is
-                    copied to RUN/ema_stage<N>.
+                    copied to RUN/ema_stage<N>. With --distil the stages distil the stage-0 denoiser
+                    (`cmedit train --teacher`: its Heun ODE step gives the targets) instead of
+                    consistency training from the data's noise.
 
 The two phases run as two processes (accelerate fixes the mixed precision once per process). Example:
 
@@ -56,10 +58,12 @@ def tune(args) -> None:
     p = json.loads((root / "pretrain_steps.json").read_text())["pretrain_steps"]
     run = root / "tune"
     keep = {int(s) for s in args.keep_stages.split(",") if s}
+    teacher = str(root / "pretrain" / EXPORT_DIR) if args.distil else None
     # stage 1 alone, with a stage length no run reaches, for its share of the time
     first = _config(args, run, max_steps=NEVER, max_minutes=args.minutes / args.max_stage,
                     mixed_precision="no", init_from=str(root / "pretrain" / EXPORT_DIR), start_step=p,
-                    schedule=ECTSchedule(pretrain_steps=p, stage_steps=NEVER, max_stage=args.max_stage))
+                    schedule=ECTSchedule(pretrain_steps=p, stage_steps=NEVER, max_stage=args.max_stage),
+                    teacher=teacher)
     train(first)
     stage_steps = max(1, _saved_step(run) - p)
     print(f"tune: stage 1 took {stage_steps} steps; every stage gets as many", flush=True)
@@ -67,7 +71,7 @@ def tune(args) -> None:
     for stage in range(1, args.max_stage + 1):
         if stage > 1:
             train(_config(args, run, max_steps=p + stage * stage_steps, mixed_precision="no",
-                          schedule=schedule, resume=True))
+                          schedule=schedule, resume=True, teacher=teacher))
         if stage in keep:
             shutil.copytree(run / EXPORT_DIR, root / f"ema_stage{stage}", dirs_exist_ok=True)
             print(f"tune: kept the EMA after stage {stage} (step {p + stage * stage_steps})", flush=True)
@@ -85,6 +89,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="default: 6e-4 pretrain, 2e-4 tune")
     ap.add_argument("--max-stage", type=int, default=8)
     ap.add_argument("--keep-stages", default="6,8")
+    ap.add_argument("--distil", action="store_true", help="tune: distil the stage-0 denoiser (train --teacher)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

@@ -180,6 +180,9 @@ def test_cli_train_distils_a_teacher(data, tmp_path):
     assert res.exit_code == 0, res.output
     state = torch.load(tmp_path / "student" / STATE_FILE, weights_only=True)
     assert state["step"] == 3 and state["config"]["teacher"] == str(first)
+    more = [arg if arg != "3" else "4" for arg in common]  # --max-steps 4
+    res = CliRunner().invoke(train_cmd, [*more, "--run-dir", str(tmp_path / "student"), "--resume"])
+    assert res.exit_code == 0 and f"note: resuming with teacher None; the run so far used {first}" in res.output
     res = CliRunner().invoke(train_cmd, [*common[:2], "8", *common[3:], "--run-dir", str(tmp_path / "bad"),
                                          "--teacher", str(first)])
     assert res.exit_code == 1

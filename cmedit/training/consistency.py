@@ -91,7 +91,9 @@ def unet_denoiser(unet: UNet2DModel, scheduler: CMStochasticIterativeScheduler) 
 
 
 @torch.no_grad()
-def heun_step(denoiser: Denoiser, x_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor, sigma_min: float) -> torch.Tensor:
+def heun_step(
+    denoiser: Denoiser, x_t: torch.Tensor, t: torch.Tensor, r: torch.Tensor, sigma_min: float
+) -> torch.Tensor:
     """One step of the probability-flow ODE ``dx/dt = (x - D(x, t)) / t`` from ``t`` to ``r < t`` (per sample).
 
     Heun's second-order step (Karras et al. 2022, Algorithm 1); Euler where ``r < sigma_min`` (then

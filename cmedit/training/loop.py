@@ -176,6 +176,9 @@ def train(cfg: TrainConfig) -> Path:
         model.load_state_dict(state["model"])
         ema.load_state_dict(state["ema"])
         step = state["step"]
+        if state["config"].get("teacher") != cfg.teacher and accelerator.is_main_process:
+            print(f"note: resuming with teacher {cfg.teacher}; the run so far used {state['config'].get('teacher')}",
+                  flush=True)
     elif cfg.init_from is not None:
         # A fresh machine has no training_state.pt: continue from committed (EMA) weights, with a new
         # optimizer (its LR warm-up re-runs) and the curriculum placed at start_step.
