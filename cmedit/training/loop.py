@@ -112,7 +112,9 @@ def load_teacher(source: str, images: torch.Tensor, device: torch.device) -> Den
     """The frozen teacher denoiser; it must take the training images (channels, size) without class labels."""
     from cmedit.loading import load_pipeline
 
-    teacher = load_pipeline(source, device=device, dtype=torch.float32)
+    teacher = load_pipeline(source, device=device)
+    if teacher.unet.dtype != torch.float32:  # e.g. half-precision weights: the ODE step runs in float32
+        teacher.unet.float()
     t_cfg = teacher.unet.config
     channels, size = images.shape[1], images.shape[-1]
     if t_cfg.num_class_embeds is not None:
