@@ -186,9 +186,11 @@ def test_cli_train_distils_a_teacher(data, tmp_path):
     res = CliRunner().invoke(train_cmd, [*common[:2], "8", *common[3:], "--run-dir", str(tmp_path / "bad"),
                                          "--teacher", str(first)])
     assert res.exit_code == 1
-    assert res.output.strip() == f"Error: teacher {first}: 3 channels at 16 px, the training images are 3 channels at 8 px"
+    expected = f"Error: teacher {first}: 3 channels at 16 px, the training images are 3 channels at 8 px"
+    assert res.output.strip() == expected
     assert not (tmp_path / "bad").exists()
-    res = CliRunner().invoke(train_cmd, [*common, "--run-dir", str(tmp_path / "none"), "--teacher", str(tmp_path / "nope")])
+    res = CliRunner().invoke(train_cmd, [*common, "--run-dir", str(tmp_path / "none"),
+                                         "--teacher", str(tmp_path / "nope")])
     assert res.exit_code == 1 and "no such model folder" in res.output and not (tmp_path / "none").exists()
 
 
