@@ -173,7 +173,7 @@ def test_max_batch_option_splits_the_batch_and_keeps_the_images(files, model_dir
     """--max-batch 1 with two candidates of a 4x super-resolution in tiles: the same images as one batch."""
     tmp, image, _ = files
     Image.fromarray(image[:9, :13]).save(tmp / "wide.png")  # 13x9 low-res: several tiles of 4x4
-    for name, extra in (("whole", []), ("split", ["--max-batch", 1])):
+    for name, extra in (("whole", ["--max-batch", 0]), ("split", ["--max-batch", 1])):
         result = run("super-resolve", tmp / "wide.png", "--model", model_dir, "--steps", 2, "--seed", 1, "-q",
                      "--num-samples", 2, "-o", tmp / f"{name}.png", *extra)
         assert result.exit_code == 0, result.output
@@ -181,5 +181,5 @@ def test_max_batch_option_splits_the_batch_and_keeps_the_images(files, model_dir
         a = np.asarray(Image.open(tmp / f"whole_{k}.png"), dtype=int)
         b = np.asarray(Image.open(tmp / f"split_{k}.png"), dtype=int)
         assert a.shape == (36, 52, 3) and np.abs(a - b).max() <= 1
-    assert_clean_failure(run("colorize", tmp / "img.png", "--model", model_dir, "--max-batch", 0),
+    assert_clean_failure(run("colorize", tmp / "img.png", "--model", model_dir, "--max-batch", -1),
                          "--max-batch")

@@ -93,9 +93,9 @@ def model_options(command: Callable) -> Callable:
                           "and gains little there (see BENCHMARKS.md); for long GPU runs."),
         click.option("--channels-last", is_flag=True,
                      help="Keep the UNet's weights channels-last (NHWC), which some convolution kernels prefer."),
-        click.option("--max-batch", type=click.IntRange(min=1), default=None, metavar="N",
+        click.option("--max-batch", type=click.IntRange(min=0), default=64, show_default=True, metavar="N",
                      help="Run the network on at most N images at a time (crops, tiles, candidates and files "
-                          "share a batch): lower it when memory runs out; results do not change."),
+                          "share a batch; 0: no bound): lower it when memory runs out; results do not change."),
         click.option("--overwrite", is_flag=True, help="Replace output files that already exist."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages on stderr."),
     ]
@@ -139,7 +139,7 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
 
         accelerate_pipeline(pipe, compile=compile_unet, channels_last=channels_last)
     pipe.set_progress_bar_config(disable=quiet, leave=False)
-    pipe.max_batch_size = max_batch
+    pipe.max_batch_size = max_batch or None  # 0: the whole batch at once
     return pipe
 
 
