@@ -102,12 +102,9 @@ def heun_step(
     t4, r4 = t.view(-1, 1, 1, 1), r.view(-1, 1, 1, 1)
     d = (x_t - denoiser(x_t, t)) / t4
     x_euler = x_t + (r4 - t4) * d
-    heun = r >= sigma_min
-    if not heun.any():
-        return x_euler
     r_eval = r.clamp(min=sigma_min)
     d_r = (x_euler - denoiser(x_euler, r_eval)) / r_eval.view(-1, 1, 1, 1)
-    return torch.where(heun.view(-1, 1, 1, 1), x_t + (r4 - t4) * (d + d_r) / 2, x_euler)
+    return torch.where((r >= sigma_min).view(-1, 1, 1, 1), x_t + (r4 - t4) * (d + d_r) / 2, x_euler)
 
 
 def ect_loss(
