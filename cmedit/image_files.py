@@ -228,11 +228,19 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | No
             if icc_profile and fmt != "BMP":
                 options["icc_profile"] = icc_profile
             image.save(tmp, format=fmt, **options)
+        new_file_permissions(tmp)
         os.replace(tmp, path)
     except OSError as error:
         raise ImageWriteError(f"{path}: cannot write ({error.strerror or error})") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def new_file_permissions(path: str | os.PathLike) -> None:
+    """Give a ``tempfile.mkstemp`` file (created 0600) the mode a plain new file gets: 0666 less the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _write_16bit_colour(path: str, array: np.ndarray) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 
 import cv2
@@ -171,6 +172,9 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, images):
     assert set(written["tasks"]) == {"inpaint_box", "sr4"}
     assert written["config"]["num_images"] == 2 and written["config"]["model"] == str(model)
     assert written["tasks"]["sr4"]["methods"]["cmedit"]["nfe"]["mean"] == 1
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
     again = CliRunner().invoke(eval_command, args)
     assert again.exit_code == 1 and "already exists" in again.output

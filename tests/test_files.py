@@ -314,3 +314,15 @@ def test_a_bad_file_in_a_batch_is_named_and_the_others_are_done(tmp_path, model_
     assert result.exit_code == 1
     assert "f1.png: the mask is empty" in result.stderr and "2 done, 0 skipped, 1 failed" in result.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["f0_inpainted.png", "f2_inpainted.png"]
+
+
+def test_outputs_get_the_permissions_of_a_plain_new_file(tmp_path):
+    """Written atomically through a 0600 temporary file, an output still ends up 0666 less the umask."""
+    from cmedit.image_files import write_image
+
+    old = os.umask(0o022)
+    try:
+        write_image(tmp_path / "out.png", np.zeros((4, 4, 3)))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o644

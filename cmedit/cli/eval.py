@@ -141,10 +141,13 @@ def eval(sources, model, steps, timesteps, seeds, tasks, limit, batch_size, mask
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``."""
+    from ..image_files import new_file_permissions
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as file:
             file.write(text)
+        new_file_permissions(tmp)
         os.replace(tmp, path)
     except OSError as error:
         raise click.ClickException(f"{path}: cannot write ({error.strerror or error})") from None
