@@ -7,6 +7,10 @@ A diffusers ``DiffusionPipeline`` with the components of ``ConsistencyModelPipel
 Images whose size differs from the model's resolution are resized to it (bicubic, antialiased),
 edited, resized back to their own size, and projected once more at that size onto the known part
 of the original, so the known pixels / luminance / block means of the input hold at full size.
+
+``strength < 1`` starts an edit part-way down the noise grid from the whole input plus noise
+(SDEdit, Meng et al. 2022; the paper's stroke-guided editing) instead of from the known part plus
+noise at the top of the schedule: the unknown part's current content then guides the result.
 """
 
 from __future__ import annotations
@@ -28,6 +32,25 @@ from .sampler import sample
 ClassLabels = int | Sequence[int] | torch.Tensor | None
 
 DEFAULT_EDIT_STEPS = 4
+
+
+def strength_timesteps(num_train_timesteps: int, num_inference_steps: int, strength: float) -> list[int]:
+    """Descending grid indices for ``num_inference_steps`` steps that start at ``strength`` of the noise grid.
+
+    The first step is at index ``round((1 - strength) * (num_train_timesteps - 1))`` (index 0 is
+    ``sigma_max``, the last index ``sigma_min``); the steps are spaced as diffusers'
+    ``CMStochasticIterativeScheduler.set_timesteps`` spaces them over the whole grid, so
+    ``strength=1`` gives exactly its schedule.
+    """
+    if not 0 < strength <= 1:  # also refuses NaN
+        raise ValueError(f"strength must be in (0, 1], got {strength}")
+    start = round((1 - strength) * (num_train_timesteps - 1))
+    step = (num_train_timesteps - start) // num_inference_steps
+    if step < 1:
+        raise ValueError(f"strength {strength} leaves {num_train_timesteps - start} of the model's "
+                         f"{num_train_timesteps} noise levels, fewer than {num_inference_steps} steps: raise the "
+                         "strength or lower the steps")
+    return [start + n * step for n in reversed(range(num_inference_steps))]
 
 
 def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -107,9 +130,14 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         ``num_images_per_prompt`` times (candidates are adjacent).
 
         Keyword arguments: ``num_inference_steps`` or ``timesteps`` (default: ``DEFAULT_EDIT_STEPS``
-        equally spaced steps), ``class_labels``, ``num_images_per_prompt``, ``generator``,
+        equally spaced steps), ``strength``, ``class_labels``, ``num_images_per_prompt``, ``generator``,
         ``output_type`` ("pil", "np", "pt") and ``return_dict``, as for diffusers pipelines.
         Returns images at the input's size in which the operator's known components equal the input's.
+
+        ``strength`` in ``(0, 1]`` (default 1: Algorithm 4 as it is): below 1, the steps start at that
+        fraction of the noise grid (:func:`strength_timesteps`) from the whole input plus noise, so
+        the content of the unknown part (the masked pixels, say) guides the result; lower keeps
+        more of it. It takes ``num_inference_steps``, not ``timesteps``.
         """
         return self._edit(images_to_tensor(image), operator, **kwargs)
 
@@ -120,6 +148,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         operator: Operator,
         num_inference_steps: int | None = None,
         timesteps: list[int] | None = None,
+        strength: float = 1.0,
         class_labels: ClassLabels = None,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -127,9 +156,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
         """:meth:`edit` on ``y``, a ``(B, 3, H, W)`` tensor in ``[-1, 1]``."""
-        if num_inference_steps is None and timesteps is None:
-            num_inference_steps = DEFAULT_EDIT_STEPS
-        self._check_schedule(num_inference_steps, timesteps)
+        num_inference_steps, timesteps = self.edit_schedule(num_inference_steps, timesteps, strength)
         check_output_type(output_type)
         if num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
@@ -146,7 +173,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         self._set_timesteps(wrapper, num_inference_steps, timesteps, device)
         # Design.md, section 5: the initial noise is the first draw, then one draw per step.
         noise = randn_tensor(y_model.shape, generator=generator, device=device, dtype=dtype)
-        x = wrapper.initial_sample(noise)
+        start = None if strength == 1 else resize(y, (size, size)).to(device=device, dtype=dtype)
+        x = wrapper.initial_sample(noise, start)
         labels = self._class_labels(class_labels, len(y) // num_images_per_prompt, generator, device)
         if labels is not None:
             labels = labels.repeat_interleave(num_images_per_prompt, dim=0)
@@ -199,6 +227,19 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         masks = masks.repeat_interleave(kwargs.get("num_images_per_prompt", 1), dim=0) if len(masks) > 1 else masks
         return self._edit(images, Inpainting(masks), **kwargs)
 
+    def img2img(self, image: ImageBatchInput, strength: float = 0.5, **kwargs) -> ImagePipelineOutput | tuple:
+        """A model sample that keeps the layout and colours of ``image`` (SDEdit): nothing is known exactly.
+
+        The image (resized to the model's resolution and the result back to its size) plus noise
+        at ``strength`` of the noise grid is denoised in ``num_inference_steps`` steps: a rough
+        painting or a sketch of strokes becomes an image of the model's kind (the paper's
+        stroke-guided generation). Lower ``strength`` keeps more of the input; 1 ignores it.
+        Other arguments as :meth:`edit`.
+        """
+        images = images_to_tensor(image)
+        everything = Inpainting(torch.ones(1, 1, *images.shape[-2:]))
+        return self._edit(images, everything, strength=strength, **kwargs)
+
     def colorize(self, image: ImageBatchInput, **kwargs) -> ImagePipelineOutput | tuple:
         """Colorize greyscale ``image`` (an RGB image's luminance is used); the output keeps its luminance."""
         return self.edit(image, Colorization(), **kwargs)
@@ -247,6 +288,20 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         with self.progress_bar(total=len(scheduler.timesteps)) as bar:
             return sample(self.unet, scheduler, x, class_labels=labels, generator=generator,
                           callback=lambda *_: bar.update(), max_batch=self.max_batch_size)
+
+    def edit_schedule(self, num_inference_steps: int | None, timesteps: list[int] | None,
+                      strength: float = 1.0) -> tuple[int | None, list[int] | None]:
+        """An edit's checked ``(num_inference_steps, timesteps)``: the defaults, and ``strength`` as timesteps."""
+        if strength != 1:
+            if timesteps is not None:
+                raise ValueError("give strength or timesteps, not both (strength sets where the timesteps start)")
+            steps = DEFAULT_EDIT_STEPS if num_inference_steps is None else num_inference_steps
+            self._check_schedule(steps, None)
+            return None, strength_timesteps(self.scheduler.config.num_train_timesteps, steps, strength)
+        if num_inference_steps is None and timesteps is None:
+            num_inference_steps = DEFAULT_EDIT_STEPS
+        self._check_schedule(num_inference_steps, timesteps)
+        return num_inference_steps, timesteps
 
     def _check_schedule(self, num_inference_steps: int | None, timesteps: list[int] | None) -> None:
         n_train = self.scheduler.config.num_train_timesteps

@@ -77,9 +77,13 @@ class MaskedProjectionScheduler:
         noise_scale = (sigma_hat**2 - config.sigma_min**2) ** 0.5
         return (sigma**2 + config.sigma_data**2) ** 0.5, c_skip, c_out, noise_scale
 
-    def initial_sample(self, noise: torch.Tensor) -> torch.Tensor:
-        """``x = y0 + sigma_1 z`` (Algorithm 4, first line); ``noise`` is ``z``, drawn by the caller."""
-        return self.y0 + self.sigmas[0] * noise
+    def initial_sample(self, noise: torch.Tensor, start: torch.Tensor | None = None) -> torch.Tensor:
+        """``x = y0 + sigma_1 z`` (Algorithm 4, first line); ``noise`` is ``z``, drawn by the caller.
+
+        ``start``: begin from this image instead of ``y0`` (an edit that starts part-way down the
+        noise grid from the whole input, SDEdit); the projections are the same.
+        """
+        return (self.y0 if start is None else start) + self.sigmas[0] * noise
 
     def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
         """``c_in(sigma) x`` with ``c_in = 1 / sqrt(sigma^2 + sigma_data^2)`` (design.md, section 1)."""

@@ -163,6 +163,7 @@ def edit_crops(
     *,
     num_inference_steps: int | None = None,
     timesteps: list[int] | None = None,
+    strength: float = 1.0,
     class_labels: ClassLabels = None,
     num_images_per_prompt: int = 1,
     generator: torch.Generator | None = None,
@@ -185,8 +186,8 @@ def edit_crops(
     if labels is not None:
         labels = labels[owners.to(labels.device)]
     out = pipe._edit(crops, operator, num_inference_steps=num_inference_steps, timesteps=timesteps,
-                     class_labels=labels, num_images_per_prompt=num_images_per_prompt, generator=generator,
-                     output_type="pt").images
+                     strength=strength, class_labels=labels, num_images_per_prompt=num_images_per_prompt,
+                     generator=generator, output_type="pt").images
     return out * 2 - 1
 
 
@@ -201,6 +202,7 @@ def inpaint_regions(
     min_crop_size: int | None = None,
     num_inference_steps: int | None = None,
     timesteps: list[int] | None = None,
+    strength: float = 1.0,
     class_labels: ClassLabels = None,
     num_images_per_prompt: int = 1,
     generator: torch.Generator | None = None,
@@ -215,8 +217,9 @@ def inpaint_regions(
         feather: rings of the mask, counted from its border inwards, that blend generated and
             original content (0: hard edge). Never outside the mask.
         min_crop_size: smallest crop side (default ``R``: small regions are edited at native scale).
-        num_inference_steps, timesteps, class_labels, num_images_per_prompt, generator: as for
-            ``pipe.edit``; one generator (not a list).
+        num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt, generator: as
+            for ``pipe.edit``; one generator (not a list). With ``strength < 1`` the masked content
+            guides the fill, so the crops keep it.
 
     Returns:
         ``(B * K, 3, H, W)`` in ``[-1, 1]``, ``K = num_images_per_prompt`` candidates per image,
@@ -246,16 +249,19 @@ def inpaint_regions(
     for crop in crops:
         y = reflect_crop(image[crop.image:crop.image + 1], crop.top, crop.left, crop.size, crop.size)
         omega = reflect_crop(mask[crop.image:crop.image + 1], crop.top, crop.left, crop.size, crop.size)
-        # Hide the masked content from the model: the bicubic resize would blur it into kept pixels.
-        keep = 1 - omega
-        fill = (y * keep).sum(dim=(2, 3), keepdim=True) / keep.sum().clamp(min=1)
-        pieces.append(resize(y * keep + fill * omega, (size, size)))
+        if strength == 1:
+            # Hide the masked content from the model: the bicubic resize would blur it into kept pixels.
+            keep = 1 - omega
+            fill = (y * keep).sum(dim=(2, 3), keepdim=True) / keep.sum().clamp(min=1)
+            y = y * keep + fill * omega
+        pieces.append(resize(y, (size, size)))
         piece_masks.append(Inpainting(omega).resized((size, size)).mask(omega.shape, omega.device, omega.dtype))
     operator = Inpainting(torch.cat(piece_masks).repeat_interleave(k, dim=0))
     owners = torch.tensor([crop.image for crop in crops])
     edited = edit_crops(pipe, torch.cat(pieces), operator, owners, len(image),
-                        num_inference_steps=num_inference_steps, timesteps=timesteps, class_labels=class_labels,
-                        num_images_per_prompt=k, generator=generator).to(image.device, image.dtype)
+                        num_inference_steps=num_inference_steps, timesteps=timesteps, strength=strength,
+                        class_labels=class_labels, num_images_per_prompt=k,
+                        generator=generator).to(image.device, image.dtype)
 
     generated = result.clone()
     for i, crop in enumerate(crops):

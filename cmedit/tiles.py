@@ -91,6 +91,7 @@ def super_resolve_tiled(
     colorize: bool = False,
     num_inference_steps: int | None = None,
     timesteps: list[int] | None = None,
+    strength: float = 1.0,
     class_labels: ClassLabels = None,
     num_images_per_prompt: int = 1,
     generator: torch.Generator | None = None,
@@ -104,8 +105,8 @@ def super_resolve_tiled(
         overlap: low-resolution pixels shared by neighbouring tiles, in ``[0, R / factor)``
             (default ``R / factor // 4``).
         colorize: also colorize (then only each block's mean luminance is known).
-        num_inference_steps, timesteps, class_labels, num_images_per_prompt, generator: as for
-            ``pipe.edit``; one generator (not a list).
+        num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt, generator: as
+            for ``pipe.edit``; one generator (not a list).
 
     Returns:
         ``(B * K, 3, h * factor, w * factor)`` in ``[-1, 1]``, ``K = num_images_per_prompt``
@@ -138,8 +139,9 @@ def super_resolve_tiled(
     if colorize:
         operator = compose(Colorization(), operator)
     edited = edit_crops(pipe, torch.cat(pieces), operator, owners, len(low),
-                        num_inference_steps=num_inference_steps, timesteps=timesteps, class_labels=class_labels,
-                        num_images_per_prompt=k, generator=generator).to(low.device, torch.float32)
+                        num_inference_steps=num_inference_steps, timesteps=timesteps, strength=strength,
+                        class_labels=class_labels, num_images_per_prompt=k,
+                        generator=generator).to(low.device, torch.float32)
 
     per_image = len(row_starts) * len(col_starts)
     starts = [(top * factor, left * factor) for top in row_starts for left in col_starts]

@@ -6,7 +6,7 @@ import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
 from .options import (ModelLoader, candidate_generators, model_options, resolve_seed, schedule_kwargs,
-                      split_candidates)
+                      split_candidates, strength_option)
 
 
 @click.command(epilog="""\b
@@ -16,11 +16,13 @@ Examples:
   cmedit colorize 'scans/*.png' -o colored/
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@strength_option(1.0, "Below 1, start that far down the model's noise grid from the input plus noise, instead of from pure noise (1, Algorithm 4): "
+                      "lower keeps the result closer to the grey input.")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_colorized.png.")
 @model_options
 @file_options
-def colorize(images, output, model, steps, timesteps, seed, device, dtype, class_label, num_samples,
+def colorize(images, strength, output, model, steps, timesteps, seed, device, dtype, class_label, num_samples,
              compile_unet, channels_last, max_batch, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
     """Colorize each IMAGE (greyscale, or colour whose luminance is kept); its luminance is unchanged."""
     from ..pipeline import DEFAULT_EDIT_STEPS
@@ -33,7 +35,7 @@ def colorize(images, output, model, steps, timesteps, seed, device, dtype, class
         out = pipe().colorize([loaded.rgb for loaded in batch], class_labels=class_label,
                               num_images_per_prompt=num_samples,
                               generator=candidate_generators(seed, len(batch), num_samples), output_type="np",
-                              **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
+                              **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS, strength)).images
         return [[Result(rgb, loaded.alpha, loaded.bits, False, loaded.icc_profile) for rgb in candidates]
                 for loaded, candidates in zip(batch, split_candidates(out, len(batch)))]
 

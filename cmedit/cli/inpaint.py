@@ -8,7 +8,7 @@ import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
 from .options import (ModelLoader, candidate_generators, make_generator, model_options, resolve_seed,
-                      schedule_kwargs, split_candidates, user_errors)
+                      schedule_kwargs, split_candidates, strength_option, user_errors)
 
 
 @click.command(epilog="""\b
@@ -17,6 +17,7 @@ Examples:
   cmedit inpaint --mask m.png img.png --num-samples 4 -o candidates/
   cmedit inpaint --mask m.png a.png b.png 'photos/*.png' -o filled/
   cmedit inpaint sticker_with_holes.png          # RGBA: the transparent pixels are filled
+  cmedit inpaint --mask m.png painted.png --strength 0.5   # the painted strokes guide the fill
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("--mask", "mask_path", type=click.Path(path_type=Path), default=None,
@@ -29,11 +30,14 @@ Examples:
 @click.option("--feather", type=click.IntRange(min=0), default=3, show_default=True,
               help="Images larger than the model: pixel rings inside the mask blended into the original "
                    "for a soft seam (0: hard edge). Pixels outside the mask never change.")
+@strength_option(1.0, "Below 1, start that far down the model's noise grid from the image itself plus noise, "
+                      "so what lies under the mask guides the fill (lower keeps more of it); 1 ignores it "
+                      "(Algorithm 4).")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_inpainted.png.")
 @model_options
 @file_options
-def inpaint(images, mask_path, resize_mask, context, feather, output, model, steps, timesteps, seed, device,
+def inpaint(images, mask_path, resize_mask, context, feather, strength, output, model, steps, timesteps, seed, device,
             dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality,
             no_alpha, max_pixels) -> None:
     """Fill the masked area of each IMAGE; every pixel outside it is kept exactly."""
@@ -81,7 +85,7 @@ def inpaint(images, mask_path, resize_mask, context, feather, output, model, ste
                      else make_generator(seed))
         out = pipe().inpaint([loaded.rgb for loaded in batch], masks, context=context, feather=feather,
                              class_labels=class_label, num_images_per_prompt=num_samples, generator=generator,
-                             output_type="np", **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
+                             output_type="np", **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS, strength)).images
         results = []
         for loaded, mask, candidates in zip(batch, masks, split_candidates(out, len(batch))):
             alpha = loaded.alpha

@@ -49,15 +49,20 @@ def model_options(command: Callable) -> Callable:
     """The options every model-running subcommand takes.
 
     With a released model (``--model cd_imagenet64_l2``, its hub id or a file named after it) and
-    neither ``--steps`` nor ``--timesteps``, the command gets the paper's 2-step ``timesteps``.
+    neither ``--steps`` nor ``--timesteps`` (nor ``--strength`` below 1, which sets its own
+    timesteps), the command gets the paper's 2-step ``timesteps``.
     """
 
     @functools.wraps(command)
     def with_preset_schedule(*args, model=None, steps=None, timesteps=None, quiet=False, **kwargs):
         from ..presets import preset_for
 
+        strength = kwargs.get("strength", 1.0)
+        if strength != 1 and timesteps is not None:
+            raise click.UsageError("give --strength or --timesteps, not both: --strength sets where the steps "
+                                   "start (use --steps for their number)")
         preset = preset_for(model)
-        if preset is not None and steps is None and timesteps is None:
+        if preset is not None and steps is None and timesteps is None and strength == 1:
             timesteps = list(preset.timesteps)
             if not quiet:
                 click.echo(f"{preset.name}: timesteps {','.join(map(str, timesteps))} (the paper's 2-step schedule; "
@@ -188,8 +193,16 @@ class ModelLoader:
         return self._pipe
 
 
-def schedule_kwargs(steps: int | None, timesteps: list[int] | None, default_steps: int) -> dict:
-    """``num_inference_steps`` / ``timesteps`` for the library call."""
+def schedule_kwargs(steps: int | None, timesteps: list[int] | None, default_steps: int,
+                    strength: float | None = None) -> dict:
+    """``num_inference_steps`` / ``timesteps`` (and ``strength``, for edits) for the library call."""
+    kwargs = {} if strength is None else {"strength": strength}
     if timesteps is not None:
-        return {"num_inference_steps": None, "timesteps": timesteps}
-    return {"num_inference_steps": steps or default_steps, "timesteps": None}
+        return {"num_inference_steps": None, "timesteps": timesteps, **kwargs}
+    return {"num_inference_steps": steps or default_steps, "timesteps": None, **kwargs}
+
+
+def strength_option(default: float, help: str) -> Callable:
+    """``--strength``: where an edit's steps start on the noise grid, in (0, 1] (``pipe.edit``)."""
+    return click.option("--strength", type=click.FloatRange(min=0, max=1, min_open=True), default=default,
+                        show_default=True, help=help)

@@ -6,7 +6,7 @@ import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
 from .options import (ModelLoader, candidate_generators, make_generator, model_options, resolve_seed,
-                      schedule_kwargs, split_candidates)
+                      schedule_kwargs, split_candidates, strength_option)
 
 
 @click.command(epilog="""\b
@@ -22,11 +22,13 @@ Examples:
 @click.option("--overlap", type=click.IntRange(min=0), default=None, metavar="PIXELS",
               help="Inputs larger than one tile: overlap of neighbouring tiles in input pixels "
                    "(default: a quarter of a tile).")
+@strength_option(1.0, "Below 1, start that far down the model's noise grid from the input plus noise, instead of from pure noise (1, Algorithm 4): "
+                      "lower keeps the result closer to the blocky enlarged input.")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_x<factor>.png.")
 @model_options
 @file_options
-def super_resolve(images, factor, also_colorize, overlap, output, model, steps, timesteps, seed, device,
+def super_resolve(images, factor, also_colorize, overlap, strength, output, model, steps, timesteps, seed, device,
                   dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality,
                   no_alpha, max_pixels) -> None:
     """Upscale each IMAGE by FACTOR; averaging each FACTOR x FACTOR output block gives the input back."""
@@ -44,7 +46,7 @@ def super_resolve(images, factor, also_colorize, overlap, output, model, steps, 
         out = pipe().super_resolve([loaded.rgb for loaded in batch], factor=factor, colorize=also_colorize,
                                    overlap=overlap, class_labels=class_label, num_images_per_prompt=num_samples,
                                    generator=generator, output_type="np",
-                                   **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
+                                   **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS, strength)).images
         results = []
         for loaded, candidates in zip(batch, split_candidates(out, len(batch))):
             alpha = loaded.alpha
