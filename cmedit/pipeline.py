@@ -227,7 +227,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         masks = masks.repeat_interleave(kwargs.get("num_images_per_prompt", 1), dim=0) if len(masks) > 1 else masks
         return self._edit(images, Inpainting(masks), **kwargs)
 
-    def img2img(self, image: ImageBatchInput, strength: float = 0.5, **kwargs) -> ImagePipelineOutput | tuple:
+    def img2img(self, image: ImageBatchInput, strength: float = 0.4, **kwargs) -> ImagePipelineOutput | tuple:
         """A model sample that keeps the layout and colours of ``image`` (SDEdit): nothing is known exactly.
 
         The image (resized to the model's resolution and the result back to its size) plus noise

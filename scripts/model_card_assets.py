@@ -2,10 +2,12 @@
 
     python scripts/model_card_assets.py --model cmedit/default_model --out docs/default_model
 
-Writes ``samples_1step.png``, ``samples_2step.png`` (64 samples each, seed 0) and
+Writes ``samples_1step.png``, ``samples_2step.png`` (64 samples each, seed 0),
 ``edits.png``: rows of held-out images with, left to right, the input to each edit and its
 result: a missing quarter (inpainting), the grey version (colorization) and an 8x8 version
-(4x super-resolution), each shown at 4x size with nearest-neighbour enlargement.
+(4x super-resolution), each shown at 4x size with nearest-neighbour enlargement; and
+``img2img.png``: the stroke paintings ``samples/strokes_*.png``, then ``pipe.img2img`` of each
+at rising strength (2 steps, seed 0).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def main() -> None:
     parser.add_argument("--out", default="docs/default_model")
     parser.add_argument("--timesteps", default="22,0", help="2-step schedule for the grids and edits")
     parser.add_argument("--rows", type=int, default=8, help="held-out images in the edit figure")
+    parser.add_argument("--strokes", default="samples", help="folder of the strokes_*.png paintings")
+    parser.add_argument("--strengths", default="0.3,0.4,0.5,0.6,0.75", help="img2img strengths, one column each")
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -67,8 +71,19 @@ def main() -> None:
     for row in zip(originals, holes, inpainted, greys, colorized, smalls, upscaled):
         cells += [enlarge(image, 4 * size) for image in row]
     make_image_grid(cells, rows=len(originals), cols=7).save(out / "edits.png")
+
+    paintings = [Image.open(path).convert("RGB") for path in sorted(Path(args.strokes).glob("strokes_*.png"))]
+    strengths = [float(s) for s in args.strengths.split(",")]
+    cells = []
+    for painting in paintings:
+        cells.append(enlarge(painting, 4 * size))
+        for strength in strengths:
+            image = pipe.img2img(painting, strength=strength, num_inference_steps=2, generator=g()).images[0]
+            cells.append(enlarge(image, 4 * size))
+    make_image_grid(cells, rows=len(paintings), cols=1 + len(strengths)).save(out / "img2img.png")
     print(f"wrote {out}/samples_1step.png, samples_2step.png, edits.png "
-          "(columns: original | quarter missing | inpainted | grey | colorized | 8x8 | 4x super-resolved)")
+          "(columns: original | quarter missing | inpainted | grey | colorized | 8x8 | 4x super-resolved), "
+          f"img2img.png (columns: painting | strength {' | '.join(map(str, strengths))})")
 
 
 if __name__ == "__main__":

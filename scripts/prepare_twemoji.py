@@ -51,7 +51,8 @@ ATTRIBUTION = """# Attribution
 The images in this folder (and `samples/face.png`, `samples/heart.png`,
 `samples/animal.png`, `samples/object.png`, and the derived `samples/face_gray.png`,
 `samples/heart_gray.png` (greyscale), `samples/face_8x8.png`, `samples/animal_8x8.png`
-(box-downsampled to 8x8)) are Twemoji graphics,
+(box-downsampled to 8x8), `samples/face_painted.png` (two red ellipses painted over the
+eyes)) are Twemoji graphics,
 Copyright Twitter, Inc and other contributors, licensed under
 CC-BY 4.0: https://creativecommons.org/licenses/by/4.0/
 
