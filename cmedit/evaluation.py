@@ -54,7 +54,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from .eval_masks import box_mask, stroke_mask
 from .image_files import encode
-from .pipeline import DEFAULT_EDIT_STEPS, ConsistencyEditPipeline
+from .pipeline import ConsistencyEditPipeline
 
 TASKS = ("inpaint_box", "inpaint_stroke", "colorize", "sr4")
 SR_FACTOR = 4
@@ -218,8 +218,8 @@ def evaluate(
     Args:
         pipe: the pipeline to evaluate; its UNet gets a temporary forward hook (NFE).
         seeds: one cmedit run per seed; mean and spread over them.
-        num_inference_steps, timesteps: cmedit's schedule, as for the pipeline
-            (default ``DEFAULT_EDIT_STEPS`` equally spaced steps).
+        num_inference_steps, timesteps: cmedit's schedule, as for the pipeline's edits (default:
+            the model's ``edit_timesteps``, else ``DEFAULT_EDIT_STEPS`` equally spaced steps).
         tasks: a subset of :data:`TASKS`.
         batch_size: images per pipeline call.
         mask_seed: the seed of the stroke masks (``cmedit.eval_masks.stroke_mask``).
@@ -235,8 +235,7 @@ def evaluate(
         raise ValueError("give at least one seed")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if num_inference_steps is None and timesteps is None:
-        num_inference_steps = DEFAULT_EDIT_STEPS
+    num_inference_steps, timesteps = pipe.edit_schedule(num_inference_steps, timesteps)  # the edits' default
     schedule = {"num_inference_steps": None if timesteps is not None else num_inference_steps,
                 "timesteps": None if timesteps is None else [int(t) for t in timesteps]}
     report = progress or (lambda message: None)

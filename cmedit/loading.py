@@ -51,7 +51,8 @@ def load_pipeline(
     (``cd_imagenet64_l2``: its local copy or its hub id, see :func:`resolve_model`) or a hub id.
 
     ``model=None`` loads the embedded default model. A local folder needs no ``model_index.json``
-    (its two subfolders suffice). Anything that is not a ``UNet2DModel`` with a
+    (its two subfolders suffice); its ``cmedit.json``, if any, gives the edits' default schedule
+    (``ConsistencyEditPipeline.edit_timesteps``). Anything that is not a ``UNet2DModel`` with a
     ``CMStochasticIterativeScheduler`` raises ``ModelLoadError``; so does a hub model that cannot be
     downloaded (the message says where a local copy goes).
     """
@@ -80,6 +81,10 @@ def load_pipeline(
             unet = UNet2DModel.from_pretrained(source, subfolder="unet")
             scheduler = CMStochasticIterativeScheduler.from_pretrained(source, subfolder="scheduler")
             pipe = ConsistencyEditPipeline(unet=unet, scheduler=scheduler)
+            try:
+                pipe.edit_timesteps = pipe.read_edit_config(path)
+            except ValueError as error:
+                raise ModelLoadError(str(error)) from None
         elif looks_local:
             raise ModelLoadError(f"{source}: no such model folder or checkpoint file")
         else:

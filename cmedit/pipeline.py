@@ -32,6 +32,8 @@ from .sampler import sample
 ClassLabels = int | Sequence[int] | torch.Tensor | None
 
 DEFAULT_EDIT_STEPS = 4
+# A model folder may recommend its own edit schedule: {"edit_timesteps": [26, 22, 18, 14]} in this file.
+EDIT_CONFIG_NAME = "cmedit.json"
 
 
 def strength_timesteps(num_train_timesteps: int, num_inference_steps: int, strength: float) -> list[int]:
@@ -77,6 +79,29 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         # batched files all add to one batch; a bound keeps large edits within memory without
         # changing their result (``cmedit.sampler.sample``).
         self.max_batch_size: int | None = None
+        # The edits' schedule when none is given (from the model folder's cmedit.json); None:
+        # DEFAULT_EDIT_STEPS equally spaced steps.
+        self.edit_timesteps: list[int] | None = None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "ConsistencyEditPipeline":
+        """As diffusers' ``from_pretrained``; a local folder's ``cmedit.json`` also sets :attr:`edit_timesteps`."""
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if Path(pretrained_model_name_or_path).is_dir():
+            pipe.edit_timesteps = pipe.read_edit_config(pretrained_model_name_or_path)
+        return pipe
+
+    def read_edit_config(self, folder) -> list[int] | None:
+        """The ``edit_timesteps`` of ``folder/cmedit.json`` (checked for this model), or None without one."""
+        path = Path(folder) / EDIT_CONFIG_NAME
+        if not path.is_file():
+            return None
+        try:
+            timesteps = json.loads(path.read_text())["edit_timesteps"]
+            self._check_schedule(None, timesteps)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: not a valid edit schedule ({error})") from None
+        return [int(t) for t in timesteps]
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
         """Save as diffusers does, naming ``ConsistencyModelPipeline`` in ``model_index.json``.
@@ -89,6 +114,9 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         index = json.loads(index_path.read_text())
         index["_class_name"] = "ConsistencyModelPipeline"
         index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        if self.edit_timesteps is not None:
+            config = {"edit_timesteps": [int(t) for t in self.edit_timesteps]}
+            (Path(save_directory) / EDIT_CONFIG_NAME).write_text(json.dumps(config) + "\n")
 
     @property
     def resolution(self) -> int:
@@ -129,8 +157,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         ``cmedit.image_io``. ``operator`` acts on the batch after each input is repeated
         ``num_images_per_prompt`` times (candidates are adjacent).
 
-        Keyword arguments: ``num_inference_steps`` or ``timesteps`` (default: ``DEFAULT_EDIT_STEPS``
-        equally spaced steps), ``strength``, ``class_labels``, ``num_images_per_prompt``, ``generator``,
+        Keyword arguments: ``num_inference_steps`` or ``timesteps`` (default: :attr:`edit_timesteps`,
+        the model's recommended schedule, else ``DEFAULT_EDIT_STEPS`` equally spaced steps), ``strength``, ``class_labels``, ``num_images_per_prompt``, ``generator``,
         ``output_type`` ("pil", "np", "pt") and ``return_dict``, as for diffusers pipelines.
         Returns images at the input's size in which the operator's known components equal the input's.
 
@@ -299,7 +327,10 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             self._check_schedule(steps, None)
             return None, strength_timesteps(self.scheduler.config.num_train_timesteps, steps, strength)
         if num_inference_steps is None and timesteps is None:
-            num_inference_steps = DEFAULT_EDIT_STEPS
+            if self.edit_timesteps is None:
+                num_inference_steps = DEFAULT_EDIT_STEPS
+            else:
+                timesteps = list(self.edit_timesteps)
         self._check_schedule(num_inference_steps, timesteps)
         return num_inference_steps, timesteps
 

@@ -5,7 +5,8 @@
 Writes ``samples_1step.png``, ``samples_2step.png`` (64 samples each, seed 0),
 ``edits.png``: rows of held-out images with, left to right, the input to each edit and its
 result: a missing quarter (inpainting), the grey version (colorization) and an 8x8 version
-(4x super-resolution), each shown at 4x size with nearest-neighbour enlargement; and
+(4x super-resolution), each shown at 4x size with nearest-neighbour enlargement, edited with the
+model's default edit schedule (``--edit-timesteps`` to choose another); and
 ``img2img.png``: the stroke paintings ``samples/strokes_*.png``, then ``pipe.img2img`` of each
 at rising strength (2 steps, seed 0).
 """
@@ -32,7 +33,9 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model folder (default: the embedded model)")
     parser.add_argument("--heldout", default="samples/heldout", help="folder of held-out PNGs")
     parser.add_argument("--out", default="docs/default_model")
-    parser.add_argument("--timesteps", default="22,0", help="2-step schedule for the grids and edits")
+    parser.add_argument("--timesteps", default="22,0", help="2-step schedule of the sample grid")
+    parser.add_argument("--edit-timesteps", default=None,
+                        help="schedule of the edit figure (default: the model's edit default, as the CLI)")
     parser.add_argument("--rows", type=int, default=8, help="held-out images in the edit figure")
     parser.add_argument("--strokes", default="samples", help="folder of the strokes_*.png paintings")
     parser.add_argument("--strengths", default="0.3,0.4,0.5,0.6,0.75", help="img2img strengths, one column each")
@@ -56,11 +59,12 @@ def main() -> None:
     mask = np.zeros((size, size), np.uint8)
     mask[size // 2:, size // 2:] = 255
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    inpainted = pipe.inpaint(originals, Image.fromarray(mask), timesteps=two_step, generator=g()).images
+    schedule = {} if args.edit_timesteps is None else {"timesteps": [int(t) for t in args.edit_timesteps.split(",")]}
+    inpainted = pipe.inpaint(originals, Image.fromarray(mask), generator=g(), **schedule).images
     greys = [image.convert("L") for image in originals]
-    colorized = pipe.colorize(greys, timesteps=two_step, generator=g()).images
+    colorized = pipe.colorize(greys, generator=g(), **schedule).images
     smalls = [image.resize((size // 4, size // 4), Image.BOX) for image in originals]
-    upscaled = pipe.super_resolve(smalls, factor=4, timesteps=two_step, generator=g()).images
+    upscaled = pipe.super_resolve(smalls, factor=4, generator=g(), **schedule).images
 
     holes = []
     for image in originals:

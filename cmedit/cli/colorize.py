@@ -25,8 +25,6 @@ Examples:
 def colorize(images, strength, output, model, steps, timesteps, seed, device, dtype, class_label, num_samples,
              compile_unet, channels_last, max_batch, overwrite, quiet, quality, no_alpha, max_pixels) -> None:
     """Colorize each IMAGE (greyscale, or colour whose luminance is kept); its luminance is unchanged."""
-    from ..pipeline import DEFAULT_EDIT_STEPS
-
     jobs = plan_jobs(expand_inputs(images), output, "colorized", num_samples)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
     seed = resolve_seed(seed, quiet)
@@ -35,7 +33,7 @@ def colorize(images, strength, output, model, steps, timesteps, seed, device, dt
         out = pipe().colorize([loaded.rgb for loaded in batch], class_labels=class_label,
                               num_images_per_prompt=num_samples,
                               generator=candidate_generators(seed, len(batch), num_samples), output_type="np",
-                              **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS, strength)).images
+                              **schedule_kwargs(steps, timesteps, strength=strength)).images
         return [[Result(rgb, loaded.alpha, loaded.bits, False, loaded.icc_profile) for rgb in candidates]
                 for loaded, candidates in zip(batch, split_candidates(out, len(batch)))]
 

@@ -67,7 +67,7 @@ Examples:
               help="Number of equally spaced sampling steps (default: as the edit commands).")
 @click.option("--timesteps", callback=parse_timesteps, metavar="T1,T2,...",
               help="Explicit descending indices into the model's noise grid, e.g. 22,0 (overrides --steps; "
-                   "default for a released model: the paper's 2-step choice).")
+                   "default for a released model: the paper's 2-step choice; else as the edit commands).")
 @click.option("--seeds", callback=parse_seeds, default="0,1,2", show_default=True, metavar="S1,S2,...",
               help="One cmedit run per seed; the table gives the mean and standard deviation over them.")
 @click.option("--tasks", callback=parse_tasks, default=",".join(TASK_NAMES), show_default=True, metavar="T1,T2,...",

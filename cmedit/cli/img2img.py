@@ -31,8 +31,6 @@ def img2img(images, strength, output, model, steps, timesteps, seed, device, dty
     model's kind (the paper's stroke-guided generation). The image is resized to the model's
     resolution and the result back to its size. Transparency is kept as it is.
     """
-    from ..pipeline import DEFAULT_EDIT_STEPS
-
     jobs = plan_jobs(expand_inputs(images), output, "img2img", num_samples)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
     seed = resolve_seed(seed, quiet)
@@ -41,7 +39,7 @@ def img2img(images, strength, output, model, steps, timesteps, seed, device, dty
         out = pipe().img2img([loaded.rgb for loaded in batch], class_labels=class_label,
                              num_images_per_prompt=num_samples,
                              generator=candidate_generators(seed, len(batch), num_samples), output_type="np",
-                             **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS, strength)).images
+                             **schedule_kwargs(steps, timesteps, strength=strength)).images
         return [[Result(rgb, loaded.alpha, loaded.bits, False, loaded.icc_profile) for rgb in candidates]
                 for loaded, candidates in zip(batch, split_candidates(out, len(batch)))]
 

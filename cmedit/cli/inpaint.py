@@ -46,7 +46,6 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
 
     from ..image_files import DEFAULT_MAX_PIXELS, read_mask
     from ..image_io import masks_to_tensor
-    from ..pipeline import DEFAULT_EDIT_STEPS
 
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     jobs = plan_jobs(expand_inputs(images), output, "inpainted", num_samples)
@@ -85,7 +84,7 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
                      else make_generator(seed))
         out = pipe().inpaint([loaded.rgb for loaded in batch], masks, context=context, feather=feather,
                              class_labels=class_label, num_images_per_prompt=num_samples, generator=generator,
-                             output_type="np", **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS, strength)).images
+                             output_type="np", **schedule_kwargs(steps, timesteps, strength=strength)).images
         results = []
         for loaded, mask, candidates in zip(batch, masks, split_candidates(out, len(batch))):
             alpha = loaded.alpha

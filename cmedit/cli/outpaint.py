@@ -31,7 +31,6 @@ def outpaint(images, left, right, top, bottom, feather, output, model, steps, ti
     """Extend each IMAGE by the given borders and fill them; the original pixels are kept exactly."""
     from ..image_io import images_to_tensor
     from ..outpaint import outpaint_canvas
-    from ..pipeline import DEFAULT_EDIT_STEPS
 
     if left + right + top + bottom == 0:
         raise click.UsageError("give at least one of --left, --right, --top, --bottom")
@@ -45,7 +44,7 @@ def outpaint(images, left, right, top, bottom, feather, output, model, steps, ti
         out = pipe().inpaint((canvas + 1) / 2, mask, feather=feather, full_resolution=True,
                              class_labels=class_label, num_images_per_prompt=num_samples,
                              generator=make_generator(seed), output_type="np",
-                             **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS)).images
+                             **schedule_kwargs(steps, timesteps)).images
         alpha = None
         if loaded.alpha is not None:  # the new border is opaque
             alpha, _ = outpaint_canvas(images_to_tensor(loaded.alpha), left, right, top, bottom)

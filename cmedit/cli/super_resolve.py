@@ -34,8 +34,6 @@ def super_resolve(images, factor, also_colorize, overlap, strength, output, mode
     """Upscale each IMAGE by FACTOR; averaging each FACTOR x FACTOR output block gives the input back."""
     import numpy as np
 
-    from ..pipeline import DEFAULT_EDIT_STEPS
-
     jobs = plan_jobs(expand_inputs(images), output, f"x{factor}", num_samples)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
     seed = resolve_seed(seed, quiet)
@@ -46,7 +44,7 @@ def super_resolve(images, factor, also_colorize, overlap, strength, output, mode
         out = pipe().super_resolve([loaded.rgb for loaded in batch], factor=factor, colorize=also_colorize,
                                    overlap=overlap, class_labels=class_label, num_images_per_prompt=num_samples,
                                    generator=generator, output_type="np",
-                                   **schedule_kwargs(steps, timesteps, DEFAULT_EDIT_STEPS, strength)).images
+                                   **schedule_kwargs(steps, timesteps, strength=strength)).images
         results = []
         for loaded, candidates in zip(batch, split_candidates(out, len(batch))):
             alpha = loaded.alpha
