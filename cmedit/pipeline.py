@@ -11,6 +11,9 @@ of the original, so the known pixels / luminance / block means of the input hold
 ``strength < 1`` starts an edit part-way down the noise grid from the whole input plus noise
 (SDEdit, Meng et al. 2022; the paper's stroke-guided editing) instead of from the known part plus
 noise at the top of the schedule: the unknown part's current content then guides the result.
+
+Without a schedule, edits take the model's own (``edit_timesteps``, from ``cmedit.json`` in its
+folder), else ``DEFAULT_EDIT_STEPS`` equally spaced steps.
 """
 
 from __future__ import annotations
@@ -98,6 +101,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             return None
         try:
             timesteps = json.loads(path.read_text())["edit_timesteps"]
+            if not isinstance(timesteps, list):
+                raise TypeError(f"edit_timesteps must be a list of integers, got {timesteps!r}")
             self._check_schedule(None, timesteps)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{path}: not a valid edit schedule ({error})") from None
@@ -158,8 +163,9 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         ``num_images_per_prompt`` times (candidates are adjacent).
 
         Keyword arguments: ``num_inference_steps`` or ``timesteps`` (default: :attr:`edit_timesteps`,
-        the model's recommended schedule, else ``DEFAULT_EDIT_STEPS`` equally spaced steps), ``strength``, ``class_labels``, ``num_images_per_prompt``, ``generator``,
-        ``output_type`` ("pil", "np", "pt") and ``return_dict``, as for diffusers pipelines.
+        the model's recommended schedule, else ``DEFAULT_EDIT_STEPS`` equally spaced steps),
+        ``strength``, ``class_labels``, ``num_images_per_prompt``, ``generator``, ``output_type``
+        ("pil", "np", "pt") and ``return_dict``, as for diffusers pipelines.
         Returns images at the input's size in which the operator's known components equal the input's.
 
         ``strength`` in ``(0, 1]`` (default 1: Algorithm 4 as it is): below 1, the steps start at that

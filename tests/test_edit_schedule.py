@@ -79,7 +79,8 @@ def test_the_embedded_model_names_a_schedule_valid_for_it():
     ('{"edit_timesteps": [14, 18]}', "strictly descending"),
     ('{"edit_timesteps": [45, 10]}', "must lie in [0, 39]"),
     ('{"edit_timesteps": []}', "non-empty"),
-    ('{"edit_timesteps": "26,22"}', "not a valid edit schedule"),
+    ('{"edit_timesteps": "26,22"}', "must be a list"),
+    ('{"edit_timesteps": null}', "must be a list"),
     ('{"steps": 4}', "not a valid edit schedule"),
     ("not json", "not a valid edit schedule"),
 ])

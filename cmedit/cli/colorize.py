@@ -16,8 +16,10 @@ Examples:
   cmedit colorize 'scans/*.png' -o colored/
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
-@strength_option(1.0, "Below 1, start that far down the model's noise grid from the input plus noise, instead of from pure noise (1, Algorithm 4): "
-                      "lower keeps the result closer to the grey input.")
+@strength_option(1.0, "Below 1, start part-way down the model's noise grid (this fraction of it, counted from "
+                      "the clean end), from the input plus noise, "
+                      "instead of from pure noise (1, Algorithm 4): lower keeps the result closer to the "
+                      "grey input.")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_colorized.png.")
 @model_options

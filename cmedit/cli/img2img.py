@@ -16,7 +16,8 @@ Examples:
   cmedit img2img 'sketches/*.png' --strength 0.3 -o refined/
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
-@strength_option(0.4, "How far down the model's noise grid to start from the image plus noise: lower keeps "
+@strength_option(0.4, "Where on the model's noise grid to start (this fraction of it, counted from the clean "
+                      "end), from the image plus noise: lower keeps "
                       "more of the image, 1 ignores it.")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_img2img.png.")

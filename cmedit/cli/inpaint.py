@@ -30,7 +30,8 @@ Examples:
 @click.option("--feather", type=click.IntRange(min=0), default=3, show_default=True,
               help="Images larger than the model: pixel rings inside the mask blended into the original "
                    "for a soft seam (0: hard edge). Pixels outside the mask never change.")
-@strength_option(1.0, "Below 1, start that far down the model's noise grid from the image itself plus noise, "
+@strength_option(1.0, "Below 1, start part-way down the model's noise grid (this fraction of it, counted "
+                      "from the clean end) from the image itself plus noise, "
                       "so what lies under the mask guides the fill (lower keeps more of it); 1 ignores it "
                       "(Algorithm 4).")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
