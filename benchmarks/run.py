@@ -170,7 +170,7 @@ def startup(unet_config, repeats, threads, workdir: Path, reference: bool = True
     Image.fromarray(inputs).save(workdir / "image.png")
     Image.fromarray(mask).save(workdir / "mask.png")
     args = [exe, "inpaint", *model_args, "--mask", str(workdir / "mask.png"), str(workdir / "image.png"),
-            "-o", str(workdir / "out.png"), "--seed", "0", "--overwrite", "--quiet"]
+            "-o", str(workdir / "out.png"), "--steps", str(DEFAULT_EDIT_STEPS), "--seed", "0", "--overwrite", "--quiet"]
     inpaint_times = []
     for _ in range(max(1, repeats // 3)):
         start = time.perf_counter()
