@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 import torch
 from diffusers import CMStochasticIterativeScheduler, UNet2DModel
+from diffusers.utils.torch_utils import randn_tensor
 
 from cmedit import ConsistencyEditPipeline
 
@@ -49,3 +52,28 @@ def class_pipe() -> ConsistencyEditPipeline:
     pipe = ConsistencyEditPipeline(unet=tiny_unet(num_class_embeds=10), scheduler=tiny_scheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A tiny model saved as a diffusers folder, for the command line's --model."""
+    path = tmp_path_factory.mktemp("model")
+    ConsistencyEditPipeline(unet=tiny_unet(), scheduler=tiny_scheduler()).save_pretrained(path)
+    return path
+
+
+def sample_by_hand(unet: UNet2DModel, scheduler: CMStochasticIterativeScheduler, x: torch.Tensor,
+                   generator: torch.Generator, project: Callable[[torch.Tensor], torch.Tensor] = lambda d: d,
+                   ) -> torch.Tensor:
+    """Multistep sampling written out from design.md: at each of the scheduler's levels denoise with the
+    section 1 scalings, clip, ``project``, then add the next level's noise (one draw per step)."""
+    sigmas, smin = scheduler.sigmas, scheduler.config.sigma_min
+    with torch.no_grad():
+        for n in range(len(scheduler.timesteps)):
+            sigma, t = sigmas[n], scheduler.timesteps[n]
+            c_skip, c_out = scheduler.get_scalings_for_boundary_condition(sigma)
+            model_output = unet(x / (sigma**2 + 0.25) ** 0.5, t).sample
+            denoised = project((c_skip * x + c_out * model_output).clamp(-1, 1))
+            noise = randn_tensor(x.shape, generator=generator)
+            x = denoised + noise * (sigmas[n + 1].clamp(min=smin) ** 2 - smin**2) ** 0.5
+    return x

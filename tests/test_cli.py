@@ -10,18 +10,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cmedit import ConsistencyEditPipeline
 from cmedit.cli import main
-from conftest import RESOLUTION, tiny_scheduler, tiny_unet
+from conftest import RESOLUTION
 
 LUMA = np.array([0.2989, 0.5870, 0.1140])
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    ConsistencyEditPipeline(unet=tiny_unet(), scheduler=tiny_scheduler()).save_pretrained(path)
-    return path
 
 
 @pytest.fixture

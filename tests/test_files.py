@@ -24,13 +24,6 @@ from conftest import RESOLUTION, tiny_scheduler, tiny_unet
 R = RESOLUTION
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("model")
-    ConsistencyEditPipeline(unet=tiny_unet(), scheduler=tiny_scheduler()).save_pretrained(path)
-    return path
-
-
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 

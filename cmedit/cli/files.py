@@ -177,3 +177,27 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
         click.echo(f"{written} done, {skipped} skipped, {failed} failed", err=True)
     if failed:
         raise SystemExit(1)
+
+
+def run_whole_image_edits(method: str, task: str, *, images, output, strength, model, steps, timesteps, seed, device,
+                          dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet,
+                          quality, no_alpha, max_pixels) -> None:
+    """A command whose edit is ``pipe.<method>(images, ...)`` on whole images of any size, with the
+    common options (``model_options``, ``file_options``, ``--strength``); files of one size share a
+    batch, outputs are named ``<image>_<task>``, colour RGB with the input's alpha kept."""
+    from .options import ModelLoader, candidate_generators, resolve_seed, schedule_kwargs, split_candidates
+
+    jobs = plan_jobs(expand_inputs(images), output, task, num_samples)
+    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+    seed = resolve_seed(seed, quiet)
+
+    def edit(batch: list) -> list[list[Result]]:
+        out = getattr(pipe(), method)([loaded.rgb for loaded in batch], class_labels=class_label,
+                                      num_images_per_prompt=num_samples,
+                                      generator=candidate_generators(seed, len(batch), num_samples),
+                                      output_type="np", **schedule_kwargs(steps, timesteps, strength=strength)).images
+        return [[Result(rgb, loaded.alpha, loaded.bits, False, loaded.icc_profile) for rgb in candidates]
+                for loaded, candidates in zip(batch, split_candidates(out, len(batch)))]
+
+    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
+             max_pixels=max_pixels, batch_key=lambda loaded: loaded.rgb.shape)

@@ -23,9 +23,8 @@ Examples:
               help="Inputs larger than one tile: overlap of neighbouring tiles in input pixels "
                    "(default: a quarter of a tile).")
 @strength_option(1.0, "Below 1, start part-way down the model's noise grid (this fraction of it, counted from "
-                      "the clean end), from the input plus noise, "
-                      "instead of from pure noise (1, Algorithm 4): lower keeps the result closer to the "
-                      "blocky enlarged input.")
+                      "the clean end), from the input plus noise, instead of from pure noise (1, Algorithm 4): "
+                      "lower keeps the result closer to the blocky enlarged input.")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_x<factor>.png.")
 @model_options
