@@ -17,7 +17,7 @@ Examples:
   cmedit inpaint --mask m.png img.png --num-samples 4 -o candidates/
   cmedit inpaint --mask m.png a.png b.png 'photos/*.png' -o filled/
   cmedit inpaint sticker_with_holes.png          # RGBA: the transparent pixels are filled
-  cmedit inpaint --mask m.png painted.png --strength 0.5   # the painted strokes guide the fill
+  cmedit inpaint --mask samples/center_mask.png samples/face_painted.png --strength 0.4   # paint guides the fill
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("--mask", "mask_path", type=click.Path(path_type=Path), default=None,
@@ -31,9 +31,8 @@ Examples:
               help="Images larger than the model: pixel rings inside the mask blended into the original "
                    "for a soft seam (0: hard edge). Pixels outside the mask never change.")
 @strength_option(1.0, "Below 1, start part-way down the model's noise grid (this fraction of it, counted "
-                      "from the clean end) from the image itself plus noise, "
-                      "so what lies under the mask guides the fill (lower keeps more of it); 1 ignores it "
-                      "(Algorithm 4).")
+                      "from the clean end) from the image itself plus noise, so what lies under the mask "
+                      "guides the fill (lower keeps more of it); 1 ignores it (Algorithm 4).")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_inpainted.png.")
 @model_options
