@@ -194,6 +194,85 @@ def test_cli_train_distils_a_teacher(data, tmp_path):
     assert res.exit_code == 1 and "no such model folder" in res.output and not (tmp_path / "none").exists()
 
 
+def test_trajectories_of_an_oracle_teacher_end_at_its_image():
+    """For the ideal denoiser of a single image x0 the ODE's solutions are the lines x0 + sigma z'; the one
+    through the start 80 z has z' = z - x0 / 80. The stored points lie on it, at the Karras levels of the
+    scheduler, and every trajectory ends at x0."""
+    from cmedit.training.trajectories import solve_trajectories, trajectory_sigmas
+
+    x0 = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    z = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    sigmas = trajectory_sigmas(6)
+    assert torch.allclose(sigmas, make_scheduler(6).sigmas.float()) and sigmas[0] == 80 and sigmas[-1] == 0.002
+    points, ends = solve_trajectories(lambda x, sigma: x0.expand_as(x), z, sigmas, sigma_min=0.002)
+    assert points.shape == (4, 6, 3, 8, 8) and torch.equal(points[:, 0], 80 * z)
+    line = x0[:, None] + sigmas.view(1, -1, 1, 1, 1) * (z - x0 / 80)[:, None]
+    assert torch.allclose(points, line, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(ends, x0.expand_as(ends), atol=1e-5)
+
+
+def test_trajectory_set_batches_and_loss():
+    """Batches pair a stored point with its level and its trajectory's end; start_fraction 1 takes sigma_max
+    only. The loss is zero exactly when f(x_t, t) is the end (at sigma_min, f is the identity)."""
+    from cmedit.training.trajectories import TrajectorySet, trajectory_loss, trajectory_sigmas
+
+    sigmas = trajectory_sigmas(5)
+    points = torch.randn(3, 5, 3, 8, 8).half()
+    ends = torch.rand(3, 3, 8, 8).half()
+    traj = TrajectorySet(points, ends, sigmas)
+    x_t, t, end = traj.batch(64, torch.Generator().manual_seed(0), start_fraction=0.0)
+    assert x_t.dtype == torch.float32 and x_t.shape == (64, 3, 8, 8) and set(t.tolist()) == set(sigmas.tolist())
+    for x, sigma, e in zip(x_t, t, end):
+        i = next(i for i in range(3) if torch.equal(e, ends[i].float()))
+        assert torch.equal(x, points[i, sigmas.tolist().index(sigma.item())].float())
+    _, t, _ = traj.batch(16, torch.Generator().manual_seed(0), start_fraction=1.0)
+    assert (t == 80).all()
+    unet = UNet2DModel(sample_size=8, block_out_channels=(16, 16), down_block_types=("DownBlock2D",) * 2,
+                       up_block_types=("UpBlock2D",) * 2, layers_per_block=1, norm_num_groups=8)
+    at_min = torch.full((3,), 0.002)
+    target = torch.rand(3, 3, 8, 8)
+    assert trajectory_loss(unet, make_scheduler(), target, at_min, target) < 1e-6
+    assert trajectory_loss(unet, make_scheduler(), target, at_min, target + 0.1) > 0.1
+
+
+def test_cli_train_on_teacher_trajectories(data, tmp_path):
+    """`--teacher-trajectories`: the teacher's ODE is solved into RUN_DIR/trajectories (whole chunks of 128),
+    reused on --resume (and on another run with the same grid); without a teacher, or with another grid, one
+    line."""
+    from cmedit.cli.train import train as train_cmd
+    from cmedit.training.trajectories import TrajectorySet
+
+    teacher = train(_cfg(data, tmp_path / "teacher", max_steps=2))
+    common = [str(data), "--resolution", "16", "--preset", "tiny", "--batch-size", "2", "--threads", "1",
+              "--teacher", str(teacher), "--teacher-trajectories", "5", "--teacher-steps", "3"]
+    res = CliRunner().invoke(train_cmd, [*common, "--max-steps", "2", "--run-dir", str(tmp_path / "student")])
+    assert res.exit_code == 0, res.output
+    assert "from 128 stored ODE trajectories" in res.output
+    cache = tmp_path / "student" / "trajectories"
+    stored = np.load(cache / "chunk0000.npz")
+    assert stored["points"].shape == (128, 3, 3, 16, 16) and stored["ends"].shape == (128, 3, 16, 16)
+    assert np.isfinite(stored["points"]).all() and np.abs(stored["ends"]).max() <= 1
+    before = (cache / "chunk0000.npz").stat().st_mtime_ns
+    res = CliRunner().invoke(train_cmd, [*common, "--max-steps", "3", "--run-dir", str(tmp_path / "student"),
+                                         "--resume"])
+    assert res.exit_code == 0, res.output
+    assert (cache / "chunk0000.npz").stat().st_mtime_ns == before  # reused, not solved again
+    assert torch.load(tmp_path / "student" / STATE_FILE, weights_only=True)["step"] == 3
+    # the same chunk again, solved from scratch, is the stored one (seeded per chunk)
+    from cmedit.training.loop import load_teacher
+
+    again = TrajectorySet.build(tmp_path / "again", load_teacher(str(teacher), torch.zeros(1, 3, 16, 16), "cpu"),
+                                1, 3, (3, 16, 16), seed=0, device=torch.device("cpu"), show_progress=False)
+    assert torch.equal(again.points, torch.from_numpy(stored["points"]))
+    res = CliRunner().invoke(train_cmd, [*common[:-1], "4", "--max-steps", "4", "--run-dir",
+                                         str(tmp_path / "student"), "--resume"])
+    assert res.exit_code == 1
+    assert res.output.strip() == f"Error: {cache}: trajectories on another grid (3 levels); use another --run-dir or the same --teacher-steps"
+    res = CliRunner().invoke(train_cmd, [*common[:9], "--teacher-trajectories", "5", "--run-dir", str(tmp_path / "x")])
+    assert res.exit_code == 1 and res.output.strip() == "Error: --teacher-trajectories needs --teacher"
+    assert not (tmp_path / "x").exists()
+
+
 def test_load_images_folder_and_npy(tmp_path):
     from PIL import Image
 

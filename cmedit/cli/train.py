@@ -61,11 +61,17 @@ Example:
 @click.option("--teacher", default=None,
               help="Consistency distillation: a trained model (folder, .pt or hub id) whose ODE steps give the "
                    "targets of the consistency stages, instead of the data's noise (stage 0 is unchanged).")
+@click.option("--teacher-trajectories", type=click.IntRange(0), default=0, show_default=True,
+              help="With --teacher: solve this many of the teacher's ODE trajectories first (stored in "
+                   "RUN_DIR/trajectories, in chunks of 128, reused on --resume) and train the model to map "
+                   "every point of them to its end, instead of ECT's curriculum.")
+@click.option("--teacher-steps", type=click.IntRange(2), default=18, show_default=True,
+              help="Levels of each stored trajectory (Heun steps on the Karras grid, 2 evaluations each).")
 def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float,
           max_steps: int, max_minutes: float | None, pretrain_steps: int, stage_steps: int, max_stage: int,
           seed: int, device: str, mixed_precision: str, threads: int | None, checkpoint_minutes: float,
           checkpoint_steps: int | None, no_hflip: bool, resume: bool, init_from: Path | None, start_step: int,
-          teacher: str | None) -> None:
+          teacher: str | None, teacher_trajectories: int, teacher_steps: int) -> None:
     """Click entry point; all work happens in `cmedit.training.loop.train`."""
     if resume and not (run_dir / "training_state.pt").exists():
         raise click.ClickException(f"--resume: {run_dir / 'training_state.pt'} does not exist")
@@ -73,6 +79,8 @@ def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolutio
         raise click.ClickException(f"{run_dir} already holds a training state; pass --resume or another --run-dir")
     if resume and init_from is not None:
         raise click.ClickException("--resume and --init-from exclude each other")
+    if teacher_trajectories and teacher is None:
+        raise click.ClickException("--teacher-trajectories needs --teacher")
     if data.is_file() and data.suffix != ".npy":
         raise click.ClickException(f"{data}: expected a .npy file or a folder of images")
     from cmedit.training.consistency import ECTSchedule
@@ -87,6 +95,7 @@ def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolutio
         seed=seed, device=device, mixed_precision=mixed_precision, threads=threads,
         checkpoint_minutes=checkpoint_minutes, checkpoint_steps=checkpoint_steps, hflip=not no_hflip, resume=resume,
         init_from=None if init_from is None else str(init_from), start_step=start_step, teacher=teacher,
+        teacher_trajectories=teacher_trajectories, teacher_steps=teacher_steps,
     )
     try:
         out = run_training(cfg)

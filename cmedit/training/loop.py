@@ -1,11 +1,13 @@
 """The training loop: ECT (Geng et al. 2024) on a diffusers `UNet2DModel`, via `accelerate`, with exact resume;
-optionally distilling a teacher model (`TrainConfig.teacher`).
+optionally distilling a teacher model (`TrainConfig.teacher`), step by step or from its stored ODE
+trajectories (`TrainConfig.teacher_trajectories`, `cmedit.training.trajectories`).
 
 Outputs in `run_dir`:
   training_state.pt   model, optimizer, LR schedule, EMA, step and RNG states (`resume=True` continues exactly,
                       single process)
   export/             diffusers folder for `ConsistencyModelPipeline` (EMA weights), rewritten atomically
   samples/step_*.png  fixed-seed samples: top half 1-step, bottom half 2-step (timesteps [22, 0])
+  trajectories/       the teacher's stored ODE trajectories, with teacher_trajectories > 0 (reused on resume)
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from tqdm.auto import tqdm
 from cmedit.training.consistency import Denoiser, ECTSchedule, ect_loss, make_scheduler, unet_denoiser
 from cmedit.training.data import load_group_weights, load_images, random_batch
 from cmedit.training.model import count_parameters, make_preset, make_unet
+from cmedit.training.trajectories import TrajectorySet, trajectory_loss
 
 STATE_FILE = "training_state.pt"
 EXPORT_DIR = "export"
@@ -63,6 +66,9 @@ class TrainConfig:
     init_from: str | None = None  # a diffusers model folder whose UNet weights start the run (online and EMA)
     start_step: int = 0  # with init_from: where in the curriculum the run starts
     teacher: str | None = None  # a model (anything `cmedit.load_pipeline` takes): distil its ODE in stages >= 1
+    teacher_trajectories: int = 0  # > 0: instead, regress on this many of the teacher's solved ODE trajectories
+    teacher_steps: int = 18  # levels of each stored trajectory (Heun steps on a Karras grid)
+    trajectory_start_fraction: float = 0.25  # share of each batch at sigma_max (the one-step sampler's input)
     threads: int | None = None
 
 
@@ -143,6 +149,8 @@ def train(cfg: TrainConfig) -> Path:
     """Train (or resume) and return the export folder; checkpoints every `checkpoint_minutes` and at the end."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.teacher_trajectories and cfg.teacher is None:
+        raise ValueError("teacher trajectories need a teacher")
     if cfg.mixed_precision == "no":
         # float32 means float32: the later ECT stages compare f(x_t, t) with f(x_r, r) for r close to t, a
         # difference that TF32 convolutions (cuDNN's default on Ampere and later GPUs) would blur.
@@ -198,12 +206,20 @@ def train(cfg: TrainConfig) -> Path:
             g.set_state(state["rng"][name])
     unwrapped = accelerator.unwrap_model(model)
     scheduler = make_scheduler()
+    trajectories = None
+    if cfg.teacher_trajectories:
+        with accelerator.main_process_first():  # the main process solves the missing ones, the others load them
+            trajectories = TrajectorySet.build(
+                run_dir / "trajectories", teacher, cfg.teacher_trajectories, cfg.teacher_steps,
+                tuple(images.shape[1:]), cfg.seed, accelerator.device, accelerator.autocast(),
+                show_progress=accelerator.is_main_process)
 
     if accelerator.is_main_process:
         print(f"model {cfg.preset}: {count_parameters(unwrapped) / 1e6:.2f}M params; {len(images)} images"
               f"{'' if weights is None else f' in {round(weights.sum().item())} groups, drawn equally'}; "
               f"start step {step}; device {accelerator.device}; mixed precision {cfg.mixed_precision}"
-              f"{'' if teacher is None else f'; distilling {cfg.teacher}'}", flush=True)
+              f"{'' if teacher is None else f'; distilling {cfg.teacher}'}"
+              f"{'' if trajectories is None else f' from {len(trajectories)} stored ODE trajectories'}", flush=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
 
     def checkpoint() -> None:
@@ -222,9 +238,15 @@ def train(cfg: TrainConfig) -> Path:
     model.train()
     try:
         while step < cfg.max_steps and (deadline is None or time.time() < deadline):
-            x0 = random_batch(images, cfg.batch_size, gens["data"], cfg.hflip, weights).to(accelerator.device)
-            with accelerator.autocast():
-                loss = ect_loss(model, scheduler, cfg.schedule, x0, step, gens["noise"], teacher)
+            if trajectories is None:
+                x0 = random_batch(images, cfg.batch_size, gens["data"], cfg.hflip, weights).to(accelerator.device)
+                with accelerator.autocast():
+                    loss = ect_loss(model, scheduler, cfg.schedule, x0, step, gens["noise"], teacher)
+            else:
+                x_t, t, end = (v.to(accelerator.device) for v in trajectories.batch(
+                    cfg.batch_size, gens["data"], cfg.trajectory_start_fraction))
+                with accelerator.autocast():
+                    loss = trajectory_loss(model, scheduler, x_t, t, end)
             accelerator.backward(loss)
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -238,7 +260,7 @@ def train(cfg: TrainConfig) -> Path:
             smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
             ips = cfg.batch_size * accelerator.num_processes / max(now - t_prev, 1e-9)
             t_prev = now
-            bar.set_postfix(loss=f"{smooth:.4f}", img_s=f"{ips:.1f}", stage=cfg.schedule.stage(step), refresh=False)
+            bar.set_postfix(loss=f"{smooth:.4f}", img_s=f"{ips:.1f}", stage=cfg.schedule.stage(step) if trajectories is None else "traj", refresh=False)
             bar.update(1)
             due_steps = cfg.checkpoint_steps is not None and step % cfg.checkpoint_steps == 0
             if due_steps or now - last_ckpt > 60 * cfg.checkpoint_minutes:
