@@ -13,6 +13,11 @@ MAX_STAGE=${MAX_STAGE:-8}
 KEEP_STAGES=${KEEP_STAGES:-6,8}  # the EMA after these stages is packed; at most two fit the 64 MiB way back
 DEVICE=${DEVICE:-cuda}
 DISTIL=${DISTIL:-0}  # 1: the tuning stages distil the stage-0 denoiser (train_gpu.py --distil)
+# > 0: then regress on the stage-0 denoiser's ODE trajectories from the EMA after stage TRAJ_FROM (train_gpu.py
+# --phase traj; packed as ema_traj: keep one stage in KEEP_STAGES then, so the parts fit the way back)
+TRAJ_MINUTES=${TRAJ_MINUTES:-0}
+TRAJ_FROM=${TRAJ_FROM:-6}
+TRAJECTORIES=${TRAJECTORIES:-65536}
 # more scripts/train_gpu.py options for both phases, e.g. "--preset tiny --batch-size 16" for a CPU dry run
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
@@ -20,10 +25,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 python3 -c "import torch, diffusers; print(torch.__version__, diffusers.__version__, torch.cuda.is_available())"
 python3 scripts/train_gpu.py --phase pretrain --run "$RUN" --minutes "$PRETRAIN_MINUTES" --device "$DEVICE" $EXTRA &&
   python3 scripts/train_gpu.py --phase tune --run "$RUN" --minutes "$TUNE_MINUTES" --max-stage "$MAX_STAGE" \
-    --keep-stages "$KEEP_STAGES" --device "$DEVICE" $([ "$DISTIL" = 1 ] && echo --distil) $EXTRA
+    --keep-stages "$KEEP_STAGES" --device "$DEVICE" $([ "$DISTIL" = 1 ] && echo --distil) $EXTRA &&
+  if [ "$TRAJ_MINUTES" != 0 ]; then
+    python3 scripts/train_gpu.py --phase traj --run "$RUN" --minutes "$TRAJ_MINUTES" --from-stage "$TRAJ_FROM" \
+      --trajectories "$TRAJECTORIES" --device "$DEVICE" $EXTRA
+  fi
 status=$?
 (cd "$RUN" && tar czf /tmp/gpu_pack.tgz --ignore-failed-read pretrain_steps.json pretrain/export pretrain/samples \
-  tune/samples $(ls -d ema_stage* 2>/dev/null))
+  tune/samples $(ls -d ema_stage* ema_traj traj/samples 2>/dev/null))
 split -b 15000000 -d /tmp/gpu_pack.tgz "$OUT/pack.tgz.part"
 ls -la "$OUT"
 exit $status

@@ -10,6 +10,10 @@ A lent GPU session has minutes, not hours, so the curriculum is set by time, not
                     copied to RUN/ema_stage<N>. With --distil the stages distil the stage-0 denoiser
                     (`cmedit train --teacher`: its Heun ODE step gives the targets) instead of
                     consistency training from the data's noise.
+  --phase traj      optional, after tune: from the EMA kept after stage --from-stage, regress on
+                    --trajectories of the stage-0 denoiser's solved ODE trajectories (`cmedit train
+                    --teacher-trajectories`) under bf16 autocast for --minutes of training (the solve comes
+                    first and is not counted); the EMA export is copied to RUN/ema_traj.
 
 The two phases run as two processes (accelerate fixes the mixed precision once per process). Example:
 
@@ -77,25 +81,38 @@ def tune(args) -> None:
             print(f"tune: kept the EMA after stage {stage} (step {p + stage * stage_steps})", flush=True)
 
 
+def distil_trajectories(args) -> None:
+    root = Path(args.run)
+    run = root / "traj"
+    train(_config(args, run, max_steps=NEVER, max_minutes=args.minutes, mixed_precision="bf16",
+                  init_from=str(root / f"ema_stage{args.from_stage}"), teacher=str(root / "pretrain" / EXPORT_DIR),
+                  teacher_trajectories=args.trajectories))
+    shutil.copytree(run / EXPORT_DIR, root / "ema_traj", dirs_exist_ok=True)
+    print(f"traj: {_saved_step(run)} steps on {args.trajectories} trajectories from the EMA after stage "
+          f"{args.from_stage}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--phase", choices=["pretrain", "tune"], required=True)
+    ap.add_argument("--phase", choices=["pretrain", "tune", "traj"], required=True)
     ap.add_argument("--run", required=True, help="folder for both phases")
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock budget of this phase")
     ap.add_argument("--data", default="data/twemoji32_train.npy")
     ap.add_argument("--groups", default="data/twemoji32_train_groups.npy")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--lr", type=float, default=None, help="default: 6e-4 pretrain, 2e-4 tune")
+    ap.add_argument("--lr", type=float, default=None, help="default: 6e-4 pretrain, 2e-4 tune and traj")
     ap.add_argument("--max-stage", type=int, default=8)
     ap.add_argument("--keep-stages", default="6,8")
     ap.add_argument("--distil", action="store_true", help="tune: distil the stage-0 denoiser (train --teacher)")
+    ap.add_argument("--from-stage", type=int, default=6, help="traj: start from RUN/ema_stage<N>")
+    ap.add_argument("--trajectories", type=int, default=65536, help="traj: teacher ODE trajectories to solve")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if args.lr is None:
         args.lr = 6e-4 if args.phase == "pretrain" else 2e-4
-    (pretrain if args.phase == "pretrain" else tune)(args)
+    {"pretrain": pretrain, "tune": tune, "traj": distil_trajectories}[args.phase](args)
 
 
 if __name__ == "__main__":

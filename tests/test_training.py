@@ -244,11 +244,12 @@ def test_cli_train_on_teacher_trajectories(data, tmp_path):
 
     teacher = train(_cfg(data, tmp_path / "teacher", max_steps=2))
     common = [str(data), "--resolution", "16", "--preset", "tiny", "--batch-size", "2", "--threads", "1",
-              "--teacher", str(teacher), "--teacher-trajectories", "5", "--teacher-steps", "3"]
+              "--teacher", str(teacher), "--teacher-trajectories", "129", "--teacher-steps", "3"]
     res = CliRunner().invoke(train_cmd, [*common, "--max-steps", "2", "--run-dir", str(tmp_path / "student")])
     assert res.exit_code == 0, res.output
-    assert "from 128 stored ODE trajectories" in res.output
+    assert "from 256 stored ODE trajectories" in res.output
     cache = tmp_path / "student" / "trajectories"
+    assert sorted(p.name for p in cache.iterdir()) == ["chunk0000.npz", "chunk0001.npz", "sigmas.npy"]
     stored = np.load(cache / "chunk0000.npz")
     assert stored["points"].shape == (128, 3, 3, 16, 16) and stored["ends"].shape == (128, 3, 16, 16)
     assert np.isfinite(stored["points"]).all() and np.abs(stored["ends"]).max() <= 1

@@ -211,7 +211,7 @@ def train(cfg: TrainConfig) -> Path:
         with accelerator.main_process_first():  # the main process solves the missing ones, the others load them
             trajectories = TrajectorySet.build(
                 run_dir / "trajectories", teacher, cfg.teacher_trajectories, cfg.teacher_steps,
-                tuple(images.shape[1:]), cfg.seed, accelerator.device, accelerator.autocast(),
+                tuple(images.shape[1:]), cfg.seed, accelerator.device, accelerator.autocast,
                 show_progress=accelerator.is_main_process)
 
     if accelerator.is_main_process:
@@ -228,7 +228,8 @@ def train(cfg: TrainConfig) -> Path:
             _save_state(state_path, step, unwrapped, optimizer, lr_sched, ema, gens, cfg)
             pipe = export_pipeline(unwrapped, ema, run_dir / EXPORT_DIR)
             save_samples(pipe, run_dir / "samples" / f"step_{step:07d}.png", cfg.num_samples)
-            tqdm.write(f"[checkpoint] step {step} stage {cfg.schedule.stage(step)} -> {run_dir / EXPORT_DIR}")
+            where = "trajectories" if trajectories is not None else f"stage {cfg.schedule.stage(step)}"
+            tqdm.write(f"[checkpoint] step {step} {where} -> {run_dir / EXPORT_DIR}")
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process,
                mininterval=1.0 if sys.stderr.isatty() else 30.0, dynamic_ncols=True)
@@ -260,7 +261,7 @@ def train(cfg: TrainConfig) -> Path:
             smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
             ips = cfg.batch_size * accelerator.num_processes / max(now - t_prev, 1e-9)
             t_prev = now
-            bar.set_postfix(loss=f"{smooth:.4f}", img_s=f"{ips:.1f}", stage=cfg.schedule.stage(step) if trajectories is None else "traj", refresh=False)
+            bar.set_postfix(loss=f"{smooth:.4f}", img_s=f"{ips:.1f}", stage=cfg.schedule.stage(step) if trajectories is None else "-", refresh=False)
             bar.update(1)
             due_steps = cfg.checkpoint_steps is not None and step % cfg.checkpoint_steps == 0
             if due_steps or now - last_ckpt > 60 * cfg.checkpoint_minutes:

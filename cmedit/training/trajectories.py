@@ -18,6 +18,7 @@ so an interrupted run resumes its cache.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -87,10 +88,13 @@ class TrajectorySet:
         image_shape: tuple[int, int, int],
         seed: int,
         device: torch.device,
-        autocast: AbstractContextManager | None = None,
+        autocast: Callable[[], AbstractContextManager] = nullcontext,
         show_progress: bool = True,
     ) -> TrajectorySet:
-        """Solve (or reuse from ``cache``) ``count`` trajectories rounded up to whole chunks, and load them."""
+        """Solve (or reuse from ``cache``) ``count`` trajectories rounded up to whole chunks, and load them.
+
+        ``autocast``: a factory of the context the teacher runs in (e.g. ``accelerator.autocast``).
+        """
         sigmas = trajectory_sigmas(num_levels)
         cache.mkdir(parents=True, exist_ok=True)
         grid_file = cache / "sigmas.npy"
@@ -105,7 +109,7 @@ class TrajectorySet:
         todo = [c for c in range(chunks) if not (cache / f"chunk{c:04d}.npz").exists()]
         for c in tqdm(todo, desc="teacher trajectories", unit="chunk", disable=not show_progress or not todo):
             noise = torch.randn((CHUNK, *image_shape), generator=torch.Generator().manual_seed(chunk_seed(seed, c)))
-            with autocast or nullcontext():
+            with autocast():
                 points, ends = solve_trajectories(teacher, noise.to(device), sigmas, make_scheduler().config.sigma_min)
             tmp = cache / f"chunk{c:04d}.tmp.npz"
             np.savez(tmp, points=points.half().cpu().numpy(), ends=ends.half().cpu().numpy())
