@@ -261,7 +261,8 @@ def train(cfg: TrainConfig) -> Path:
             smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
             ips = cfg.batch_size * accelerator.num_processes / max(now - t_prev, 1e-9)
             t_prev = now
-            bar.set_postfix(loss=f"{smooth:.4f}", img_s=f"{ips:.1f}", stage=cfg.schedule.stage(step) if trajectories is None else "-", refresh=False)
+            stage = cfg.schedule.stage(step) if trajectories is None else "-"
+            bar.set_postfix(loss=f"{smooth:.4f}", img_s=f"{ips:.1f}", stage=stage, refresh=False)
             bar.update(1)
             due_steps = cfg.checkpoint_steps is not None and step % cfg.checkpoint_steps == 0
             if due_steps or now - last_ckpt > 60 * cfg.checkpoint_minutes:

@@ -2,7 +2,7 @@
 
 A consistency function maps every point of a probability-flow ODE trajectory to the trajectory's end
 (Song et al. 2023, section 3). Given a teacher denoiser ``D``, the trajectories can be solved once, in
-full, and stored: from ``x_K = sigma_max z`` Heun steps down a Karras grid ``sigma_0 = sigma_max > ... >
+full, and stored: from ``x_0 = sigma_max z`` Heun steps down a Karras grid ``sigma_0 = sigma_max > ... >
 sigma_{K-1} = sigma_min`` (and an Euler step to 0) give the points ``x_k`` and the end ``x_end``. The
 student then learns ``f(x_k, sigma_k) ~ x_end`` directly, a regression with a fixed target (Luhman &
 Luhman 2021 regress the one-step map ``sigma_max z -> x_end`` alone; here every level is kept, so the
@@ -40,6 +40,7 @@ def trajectory_sigmas(num_levels: int) -> torch.Tensor:
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
+    """The seed of chunk ``chunk``'s starting noise in a run with seed ``seed``."""
     return seed * 1_000_000 + 100_000 + chunk
 
 
