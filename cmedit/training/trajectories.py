@@ -55,11 +55,11 @@ def solve_trajectories(
     """
     x = noise * sigmas[0]
     points = []
-    levels = torch.cat([sigmas, sigmas.new_zeros(1)])
-    batch = noise.shape[0]
+    # every level once, as a per-sample batch of it on the noise's device (heun_step takes per-sample levels)
+    levels = torch.cat([sigmas, sigmas.new_zeros(1)]).to(noise.device)[:, None].expand(-1, noise.shape[0])
     for t, r in zip(levels[:-1], levels[1:]):
         points.append(x)
-        x = heun_step(teacher, x, t.repeat(batch).to(x.device), r.repeat(batch).to(x.device), sigma_min)
+        x = heun_step(teacher, x, t, r, sigma_min)
     return torch.stack(points, dim=1), x.clamp(-1, 1)
 
 
@@ -106,12 +106,13 @@ class TrajectorySet:
                                  "use another --run-dir or the same --teacher-steps")
         else:
             np.save(grid_file, sigmas.numpy())
+        sigma_min = make_scheduler().config.sigma_min
         chunks = math.ceil(count / CHUNK)
         todo = [c for c in range(chunks) if not (cache / f"chunk{c:04d}.npz").exists()]
         for c in tqdm(todo, desc="teacher trajectories", unit="chunk", disable=not show_progress or not todo):
             noise = torch.randn((CHUNK, *image_shape), generator=torch.Generator().manual_seed(chunk_seed(seed, c)))
             with autocast():
-                points, ends = solve_trajectories(teacher, noise.to(device), sigmas, make_scheduler().config.sigma_min)
+                points, ends = solve_trajectories(teacher, noise.to(device), sigmas, sigma_min)
             tmp = cache / f"chunk{c:04d}.tmp.npz"
             np.savez(tmp, points=points.half().cpu().numpy(), ends=ends.half().cpu().numpy())
             tmp.replace(cache / f"chunk{c:04d}.npz")
