@@ -235,6 +235,37 @@ def test_trajectory_set_batches_and_loss():
     assert trajectory_loss(unet, make_scheduler(), target, at_min, target + 0.1) > 0.1
 
 
+def test_trajectory_levels_above_a_sigma_and_anchor_batches():
+    """With min_sigma only the levels at or above it are drawn. An anchor batch noises the images at the given
+    levels with the noise generator's draws, and its targets are the anchor's outputs there: a student that
+    is the anchor has zero loss on it (training keeps it as it is)."""
+    from cmedit.training.consistency import unet_denoiser
+    from cmedit.training.trajectories import TrajectorySet, anchor_batch, trajectory_loss, trajectory_sigmas
+
+    sigmas = trajectory_sigmas(6)
+    traj = TrajectorySet(torch.randn(3, 6, 3, 8, 8).half(), torch.rand(3, 3, 8, 8).half(), sigmas)
+    _, t, _ = traj.batch(200, torch.Generator().manual_seed(0), start_fraction=0.0, min_sigma=10.0)
+    assert set(t.tolist()) == {s for s in sigmas.tolist() if s >= 10} and len(set(t.tolist())) >= 2
+    with pytest.raises(ValueError, match="no trajectory level at or above sigma 100"):
+        traj.batch(4, torch.Generator(), start_fraction=0.0, min_sigma=100.0)
+
+    unet = UNet2DModel(sample_size=8, block_out_channels=(16, 16), down_block_types=("DownBlock2D",) * 2,
+                       up_block_types=("UpBlock2D",) * 2, layers_per_block=1, norm_num_groups=8).eval()
+    scheduler = make_scheduler()
+    x0 = torch.rand(16, 3, 8, 8) * 2 - 1
+    low = sigmas[sigmas < 10]
+    x_t, t, target = anchor_batch(unet_denoiser(unet, scheduler), x0, low, torch.Generator().manual_seed(3),
+                                  torch.Generator().manual_seed(4))
+    expected_t = low[torch.randint(0, len(low), (16,), generator=torch.Generator().manual_seed(3))]
+    assert torch.equal(t, expected_t) and (t < 10).all()
+    z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4))
+    assert torch.allclose(x_t, x0 + t.view(-1, 1, 1, 1) * z)
+    with torch.no_grad():
+        assert torch.allclose(target, consistency_function(unet, scheduler, x_t, t))
+        assert trajectory_loss(unet, scheduler, x_t, t, target) < 1e-5
+        assert trajectory_loss(unet, scheduler, x_t, t, x0) > 0.1
+
+
 def test_cli_train_on_teacher_trajectories(data, tmp_path):
     """`--teacher-trajectories`: the teacher's ODE is solved into RUN_DIR/trajectories (whole chunks of 128),
     reused on --resume (and on another run with the same grid); without a teacher, or with another grid, one
@@ -272,6 +303,34 @@ def test_cli_train_on_teacher_trajectories(data, tmp_path):
     res = CliRunner().invoke(train_cmd, [*common[:9], "--teacher-trajectories", "5", "--run-dir", str(tmp_path / "x")])
     assert res.exit_code == 1 and res.output.strip() == "Error: --teacher-trajectories needs --teacher"
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_train_trajectories_with_an_anchor(data, tmp_path):
+    """`--anchor`: trajectories train the levels at or above --anchor-below, the anchor model's outputs the
+    ones below; the settings are stored with the run. Bad combinations are one line, before any run folder."""
+    from cmedit.cli.train import train as train_cmd
+
+    teacher = train(_cfg(data, tmp_path / "teacher", max_steps=2))
+    common = [str(data), "--resolution", "16", "--preset", "tiny", "--batch-size", "4", "--threads", "1",
+              "--teacher", str(teacher), "--teacher-trajectories", "2", "--teacher-steps", "4", "--max-steps", "2"]
+    res = CliRunner().invoke(train_cmd, [*common, "--run-dir", str(tmp_path / "student"), "--anchor", str(teacher),
+                                         "--anchor-below", "20", "--anchor-fraction", "0.25"])
+    assert res.exit_code == 0, res.output
+    assert f"keeping {teacher} below sigma 20" in res.output
+    config = torch.load(tmp_path / "student" / STATE_FILE, weights_only=True)["config"]
+    assert (config["anchor"], config["anchor_below"], config["anchor_fraction"]) == (str(teacher), 20.0, 0.25)
+    bad = {
+        "--anchor needs --teacher-trajectories": ["--teacher-trajectories", "0", "--anchor", str(teacher)],
+        "anchor below sigma 100: the trajectory grid (80 .. 0.002) must have levels on both sides":
+            ["--anchor", str(teacher), "--anchor-below", "100"],
+        "anchor fraction 0.1 of a batch of 4 leaves no room for the anchor or for the trajectories":
+            ["--anchor", str(teacher), "--anchor-fraction", "0.1"],
+        f"{tmp_path / 'nope'}: no such model folder": ["--anchor", str(tmp_path / "nope")],
+    }
+    for message, args in bad.items():
+        res = CliRunner().invoke(train_cmd, [*common, "--run-dir", str(tmp_path / "bad"), *args])
+        assert res.exit_code == 1 and res.output.strip().startswith(f"Error: {message}"), res.output
+        assert not (tmp_path / "bad").exists()
 
 
 def test_load_images_folder_and_npy(tmp_path):

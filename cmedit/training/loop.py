@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from cmedit.training.consistency import Denoiser, ECTSchedule, ect_loss, make_scheduler, unet_denoiser
 from cmedit.training.data import load_group_weights, load_images, random_batch
 from cmedit.training.model import count_parameters, make_preset, make_unet
-from cmedit.training.trajectories import TrajectorySet, trajectory_loss
+from cmedit.training.trajectories import TrajectorySet, anchor_batch, trajectory_loss, trajectory_sigmas
 
 STATE_FILE = "training_state.pt"
 EXPORT_DIR = "export"
@@ -69,6 +69,9 @@ class TrainConfig:
     teacher_trajectories: int = 0  # > 0: instead, regress on this many of the teacher's solved ODE trajectories
     teacher_steps: int = 18  # levels of each stored trajectory (Heun steps on a Karras grid)
     trajectory_start_fraction: float = 0.25  # share of each batch at sigma_max (the one-step sampler's input)
+    anchor: str | None = None  # with teacher_trajectories: a model whose outputs below anchor_below are kept
+    anchor_below: float = 10.0  # trajectory levels below this sigma are replaced by the anchor's outputs
+    anchor_fraction: float = 0.5  # share of each batch on noised training images with the anchor's targets
     threads: int | None = None
 
 
@@ -114,8 +117,8 @@ def _save_state(path: Path, step: int, model, optimizer, lr_sched, ema: EMAModel
     os.replace(path.with_suffix(".tmp"), path)
 
 
-def load_teacher(source: str, images: torch.Tensor, device: torch.device) -> Denoiser:
-    """The frozen teacher denoiser; it must take the training images (channels, size) without class labels."""
+def load_teacher(source: str, images: torch.Tensor, device: torch.device, role: str = "teacher") -> Denoiser:
+    """A frozen model as a denoiser (a teacher, or an anchor); it must take the training images without labels."""
     from cmedit.loading import load_pipeline
 
     teacher = load_pipeline(source, device=device)
@@ -124,9 +127,9 @@ def load_teacher(source: str, images: torch.Tensor, device: torch.device) -> Den
     t_cfg = teacher.unet.config
     channels, size = images.shape[1], images.shape[-1]
     if t_cfg.num_class_embeds is not None:
-        raise ValueError(f"teacher {source}: class-conditional; training here is unconditional")
+        raise ValueError(f"{role} {source}: class-conditional; training here is unconditional")
     if (t_cfg.in_channels, t_cfg.sample_size) != (channels, size):
-        raise ValueError(f"teacher {source}: {t_cfg.in_channels} channels at {t_cfg.sample_size} px, "
+        raise ValueError(f"{role} {source}: {t_cfg.in_channels} channels at {t_cfg.sample_size} px, "
                          f"the training images are {channels} channels at {size} px")
     teacher.unet.requires_grad_(False).eval()
     return unet_denoiser(teacher.unet, teacher.scheduler)
@@ -151,6 +154,17 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     if cfg.teacher_trajectories and cfg.teacher is None:
         raise ValueError("teacher trajectories need a teacher")
+    if cfg.anchor is not None and not cfg.teacher_trajectories:
+        raise ValueError("an anchor model needs teacher trajectories")
+    n_anchor = 0 if cfg.anchor is None else round(cfg.anchor_fraction * cfg.batch_size)
+    if cfg.anchor is not None and not 0 < n_anchor < cfg.batch_size:
+        raise ValueError(f"anchor fraction {cfg.anchor_fraction:g} of a batch of {cfg.batch_size} leaves "
+                         "no room for the anchor or for the trajectories")
+    min_sigma = 0.0 if cfg.anchor is None else cfg.anchor_below  # trajectory levels at or above this are trained
+    grid = trajectory_sigmas(cfg.teacher_steps)
+    if cfg.anchor is not None and not grid[-1] < min_sigma <= grid[0]:
+        raise ValueError(f"anchor below sigma {min_sigma:g}: the trajectory grid ({grid[0]:g} .. {grid[-1]:g}) "
+                         "must have levels on both sides")
     if cfg.mixed_precision == "no":
         # float32 means float32: the later ECT stages compare f(x_t, t) with f(x_r, r) for r close to t, a
         # difference that TF32 convolutions (cuDNN's default on Ampere and later GPUs) would blur.
@@ -160,6 +174,7 @@ def train(cfg: TrainConfig) -> Path:
     images = load_images(cfg.data, size=cfg.resolution)
     weights = None if cfg.groups is None else load_group_weights(cfg.groups, len(images))
     teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, images, accelerator.device)
+    anchor = None if cfg.anchor is None else load_teacher(cfg.anchor, images, accelerator.device, role="anchor")
     run_dir = Path(cfg.run_dir)  # created only once the data (and teacher) have loaded
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / STATE_FILE
@@ -213,13 +228,15 @@ def train(cfg: TrainConfig) -> Path:
                 run_dir / "trajectories", teacher, cfg.teacher_trajectories, cfg.teacher_steps,
                 tuple(images.shape[1:]), cfg.seed, accelerator.device, accelerator.autocast,
                 show_progress=accelerator.is_main_process)
+        anchor_levels = trajectories.sigmas[trajectories.sigmas < min_sigma]
 
     if accelerator.is_main_process:
         print(f"model {cfg.preset}: {count_parameters(unwrapped) / 1e6:.2f}M params; {len(images)} images"
               f"{'' if weights is None else f' in {round(weights.sum().item())} groups, drawn equally'}; "
               f"start step {step}; device {accelerator.device}; mixed precision {cfg.mixed_precision}"
               f"{'' if teacher is None else f'; distilling {cfg.teacher}'}"
-              f"{'' if trajectories is None else f' from {len(trajectories)} stored ODE trajectories'}", flush=True)
+              f"{'' if trajectories is None else f' from {len(trajectories)} stored ODE trajectories'}"
+              f"{'' if anchor is None else f', keeping {cfg.anchor} below sigma {cfg.anchor_below:g}'}", flush=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
 
     def checkpoint() -> None:
@@ -245,8 +262,12 @@ def train(cfg: TrainConfig) -> Path:
                     loss = ect_loss(model, scheduler, cfg.schedule, x0, step, gens["noise"], teacher)
             else:
                 x_t, t, end = (v.to(accelerator.device) for v in trajectories.batch(
-                    cfg.batch_size, gens["data"], cfg.trajectory_start_fraction))
+                    cfg.batch_size - n_anchor, gens["data"], cfg.trajectory_start_fraction, min_sigma))
                 with accelerator.autocast():
+                    if anchor is not None:
+                        x0 = random_batch(images, n_anchor, gens["data"], cfg.hflip, weights).to(accelerator.device)
+                        kept = anchor_batch(anchor, x0, anchor_levels, gens["data"], gens["noise"])
+                        x_t, t, end = (torch.cat(pair) for pair in zip((x_t, t, end), kept))
                     loss = trajectory_loss(model, scheduler, x_t, t, end)
             accelerator.backward(loss)
             if cfg.grad_clip:

@@ -73,6 +73,22 @@ def trajectory_loss(
     return ((((f_t - target.float()) ** 2).sum(dim=(1, 2, 3)) + c**2).sqrt() - c).mean()
 
 
+@torch.no_grad()
+def anchor_batch(
+    anchor: Denoiser, x0: torch.Tensor, levels: torch.Tensor, generator: torch.Generator,
+    noise_generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_t, t, target)``: images ``x0`` noised at levels drawn from ``levels``, and the anchor model there.
+
+    Regressing the student on these keeps the anchor's behaviour at those levels (e.g. the low noise
+    that edits use) while the trajectories train the others.
+    """
+    pick = torch.randint(0, len(levels), (x0.shape[0],), generator=generator)
+    t = levels[pick].to(x0.device)
+    x_t = x0 + t.view(-1, 1, 1, 1) * torch.randn(x0.shape, generator=noise_generator, device=x0.device)
+    return x_t, t, anchor(x_t, t).float()
+
+
 class TrajectorySet:
     """A teacher's stored ODE trajectories (see the module docstring) and the training batches drawn from them."""
 
@@ -128,15 +144,19 @@ class TrajectorySet:
         return self.points.shape[0]
 
     def batch(
-        self, batch_size: int, generator: torch.Generator, start_fraction: float
+        self, batch_size: int, generator: torch.Generator, start_fraction: float, min_sigma: float = 0.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x_t, t, end)`` for random trajectories at random levels, float32.
 
         A ``start_fraction`` of the batch is taken at sigma_max (the one-step sampler's input), the
-        rest uniformly over the levels (the Karras grid puts most of them at low noise, where edits work).
+        rest uniformly over the levels at or above ``min_sigma`` (with 0, all of them: the Karras grid
+        puts most at low noise, where edits work).
         """
+        usable = int((self.sigmas >= min_sigma).sum())  # the grid descends: levels 0 .. usable - 1
+        if usable == 0:
+            raise ValueError(f"no trajectory level at or above sigma {min_sigma:g}")
         idx = torch.randint(0, len(self), (batch_size,), generator=generator)
-        level = torch.randint(0, self.points.shape[1], (batch_size,), generator=generator)
+        level = torch.randint(0, usable, (batch_size,), generator=generator)
         at_start = torch.rand(batch_size, generator=generator) < start_fraction
         level = torch.where(at_start, torch.zeros_like(level), level)
         return self.points[idx, level].float(), self.sigmas[level], self.ends[idx].float()
