@@ -251,6 +251,30 @@ def test_outpaint_extends_canvas_and_keeps_the_original(tmp_path, model_dir):
     assert nothing.exit_code != 0 and "at least one of --left" in nothing.stderr
 
 
+def test_outpaint_strength_lets_the_mirrored_border_guide_the_fill(tmp_path, model_dir):
+    """At a low --strength the new border stays near the canvas's mirror image of the picture; at 1 it does not
+    (Algorithm 4 never looks under the mask). The original pixels are kept either way."""
+    import torch
+
+    from cmedit.outpaint import outpaint_canvas
+
+    rows, cols = np.meshgrid(np.linspace(40, 220, R), np.linspace(40, 220, R), indexing="ij")
+    image = np.stack([rows, cols, 255 - rows], axis=-1).round().astype(np.uint8)  # smooth: the canvas is resized
+    Image.fromarray(image).save(tmp_path / "a.png")
+    mirror, mask = outpaint_canvas(torch.from_numpy(image).permute(2, 0, 1)[None].float(), left=4, bottom=6)
+    mirror, border = mirror[0].permute(1, 2, 0).numpy(), mask[0, 0].numpy() > 0
+    distance = {}
+    for strength in (0.05, 1.0):
+        out_path = tmp_path / f"s{strength}.png"
+        result = run("outpaint", "--left", 4, "--bottom", 6, "--feather", 0, "--strength", strength, tmp_path / "a.png",
+                     "--model", model_dir, "--steps", 1, "--seed", 0, "-q", "-o", out_path)
+        assert result.exit_code == 0, result.output
+        out = np.asarray(Image.open(out_path)).astype(float)
+        assert (out[:R, 4:] == image).all()
+        distance[strength] = np.abs(out - mirror)[border].mean()
+    assert distance[0.05] < 12 and distance[1.0] > 3 * distance[0.05], distance
+
+
 @pytest.mark.parametrize("feather", [0, 4])
 def test_large_image_inpaint_through_cli_keeps_unmasked_pixels(tmp_path, model_dir, feather):
     image = pixels(7, (45, 70, 3))

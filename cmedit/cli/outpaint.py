@@ -5,13 +5,14 @@ from __future__ import annotations
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
-from .options import ModelLoader, make_generator, model_options, resolve_seed, schedule_kwargs
+from .options import ModelLoader, make_generator, model_options, resolve_seed, schedule_kwargs, strength_option
 
 
 @click.command(epilog="""\b
 Examples:
   cmedit outpaint --right 16 samples/face.png -o wider.png
   cmedit outpaint --left 8 --right 8 --top 8 --bottom 8 photo.jpg -o framed.png
+  cmedit outpaint --right 16 --strength 0.5 samples/face.png -o mirrored.png
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("--left", type=click.IntRange(min=0), default=0, show_default=True, help="Pixels to add on the left.")
@@ -21,11 +22,14 @@ Examples:
               help="Pixels to add at the bottom.")
 @click.option("--feather", type=click.IntRange(min=0), default=3, show_default=True,
               help="Pixel rings of the new border blended towards the mirrored fill for a soft seam.")
+@strength_option(1.0, "Below 1, start part-way down the model's noise grid (this fraction of it, counted from "
+                      "the clean end) from the canvas plus noise, so the border's mirror image of the picture "
+                      "guides the fill (lower keeps more of it); 1 ignores it.")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_outpainted.png.")
 @model_options
 @file_options
-def outpaint(images, left, right, top, bottom, feather, output, model, steps, timesteps, seed, device, dtype,
+def outpaint(images, left, right, top, bottom, feather, strength, output, model, steps, timesteps, seed, device, dtype,
              class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality, no_alpha,
              max_pixels) -> None:
     """Extend each IMAGE by the given borders and fill them; the original pixels are kept exactly."""
@@ -44,7 +48,7 @@ def outpaint(images, left, right, top, bottom, feather, output, model, steps, ti
         out = pipe().inpaint((canvas + 1) / 2, mask, feather=feather, full_resolution=True,
                              class_labels=class_label, num_images_per_prompt=num_samples,
                              generator=make_generator(seed), output_type="np",
-                             **schedule_kwargs(steps, timesteps)).images
+                             **schedule_kwargs(steps, timesteps, strength=strength)).images
         alpha = None
         if loaded.alpha is not None:  # the new border is opaque
             alpha, _ = outpaint_canvas(images_to_tensor(loaded.alpha), left, right, top, bottom)
