@@ -280,7 +280,7 @@ def test_cli_train_on_teacher_trajectories(data, tmp_path):
     assert res.exit_code == 0, res.output
     assert "from 256 stored ODE trajectories" in res.output
     cache = tmp_path / "student" / "trajectories"
-    assert sorted(p.name for p in cache.iterdir()) == ["chunk0000.npz", "chunk0001.npz", "sigmas.npy"]
+    assert sorted(p.name for p in cache.iterdir()) == ["chunk0000.npz", "chunk0001.npz", "sigmas.npy", "source.json"]
     stored = np.load(cache / "chunk0000.npz")
     assert stored["points"].shape == (128, 3, 3, 16, 16) and stored["ends"].shape == (128, 3, 16, 16)
     assert np.isfinite(stored["points"]).all() and np.abs(stored["ends"]).max() <= 1
@@ -300,6 +300,14 @@ def test_cli_train_on_teacher_trajectories(data, tmp_path):
                                          str(tmp_path / "student"), "--resume"])
     assert res.exit_code == 1
     assert res.output.strip() == f"Error: {cache}: trajectories on another grid (3 levels); use another --run-dir or the same --teacher-steps"
+    other = train(_cfg(data, tmp_path / "other", max_steps=1))
+    for change, made_by in ((["--teacher", str(other)], f"not {other} with seed 0"),
+                            (["--seed", "1"], f"not {teacher} with seed 1")):
+        res = CliRunner().invoke(train_cmd, [*common, *change, "--max-steps", "4", "--run-dir",
+                                             str(tmp_path / "student"), "--resume"])
+        assert res.exit_code == 1
+        assert res.output.strip().endswith(f"Error: {cache}: trajectories of teacher {teacher} with seed 0, "
+                                           f"{made_by}; use another --run-dir"), res.output
     res = CliRunner().invoke(train_cmd, [*common[:9], "--teacher-trajectories", "5", "--run-dir", str(tmp_path / "x")])
     assert res.exit_code == 1 and res.output.strip() == "Error: --teacher-trajectories needs --teacher"
     assert not (tmp_path / "x").exists()

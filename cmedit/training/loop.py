@@ -227,7 +227,7 @@ def train(cfg: TrainConfig) -> Path:
             trajectories = TrajectorySet.build(
                 run_dir / "trajectories", teacher, cfg.teacher_trajectories, cfg.teacher_steps,
                 tuple(images.shape[1:]), cfg.seed, accelerator.device, accelerator.autocast,
-                show_progress=accelerator.is_main_process)
+                show_progress=accelerator.is_main_process, source=cfg.teacher)
         anchor_levels = trajectories.sigmas[trajectories.sigmas < min_sigma]
 
     if accelerator.is_main_process:

@@ -10,13 +10,15 @@ result stays a multistep consistency model). Unlike consistency distillation, th
 from the student itself, so no error of the student feeds back into its own training; the price is
 that the teacher's ODE is solved for every stored trajectory up front.
 
-Cache layout (``run_dir/trajectories/``): ``sigmas.npy`` (the grid, float32) and ``chunk0000.npz``,
-... with ``points`` (B, K, C, H, W) and ``ends`` (B, C, H, W), float16; chunk ``c`` starts from the
-noise of ``torch.Generator().manual_seed(seed * 1_000_000 + 100_000 + c)``. Existing chunks are kept,
-so an interrupted run resumes its cache.
+Cache layout (``run_dir/trajectories/``): ``sigmas.npy`` (the grid, float32), ``source.json`` (the
+teacher and the seed) and ``chunk0000.npz``, ... with ``points`` (B, K, C, H, W) and ``ends``
+(B, C, H, W), float16; chunk ``c`` starts from the noise of
+``torch.Generator().manual_seed(seed * 1_000_000 + 100_000 + c)``. Existing chunks are kept, so an
+interrupted run resumes its cache; another grid, teacher or seed is refused.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -107,10 +109,13 @@ class TrajectorySet:
         device: torch.device,
         autocast: Callable[[], AbstractContextManager] = nullcontext,
         show_progress: bool = True,
+        source: str | None = None,
     ) -> TrajectorySet:
         """Solve (or reuse from ``cache``) ``count`` trajectories rounded up to whole chunks, and load them.
 
         ``autocast``: a factory of the context the teacher runs in (e.g. ``accelerator.autocast``).
+        ``source``: the teacher's name (e.g. its folder), recorded with the seed in ``source.json``; a
+        cache made by another teacher or seed is refused (one without ``source.json`` adopts these).
         """
         sigmas = trajectory_sigmas(num_levels)
         cache.mkdir(parents=True, exist_ok=True)
@@ -122,6 +127,14 @@ class TrajectorySet:
                                  "use another --run-dir or the same --teacher-steps")
         else:
             np.save(grid_file, sigmas.numpy())
+        source_file, made_by = cache / "source.json", {"teacher": source, "seed": seed}
+        if source_file.exists():
+            stored = json.loads(source_file.read_text())
+            if stored != made_by:
+                raise ValueError(f"{cache}: trajectories of teacher {stored['teacher']} with seed {stored['seed']}, "
+                                 f"not {source} with seed {seed}; use another --run-dir")
+        else:
+            source_file.write_text(json.dumps(made_by) + "\n")
         sigma_min = make_scheduler().config.sigma_min
         chunks = math.ceil(count / CHUNK)
         todo = [c for c in range(chunks) if not (cache / f"chunk{c:04d}.npz").exists()]
