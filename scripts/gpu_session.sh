@@ -18,6 +18,7 @@ DISTIL=${DISTIL:-0}  # 1: the tuning stages distil the stage-0 denoiser (train_g
 TRAJ_MINUTES=${TRAJ_MINUTES:-0}
 TRAJ_FROM=${TRAJ_FROM:-6}
 TRAJECTORIES=${TRAJECTORIES:-65536}
+TRAJ_ANCHOR_BELOW=${TRAJ_ANCHOR_BELOW:-0}  # > 0: levels below this sigma keep the tuned model's outputs (edits)
 # more scripts/train_gpu.py options for both phases, e.g. "--preset tiny --batch-size 16" for a CPU dry run
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
@@ -28,7 +29,7 @@ python3 scripts/train_gpu.py --phase pretrain --run "$RUN" --minutes "$PRETRAIN_
     --keep-stages "$KEEP_STAGES" --device "$DEVICE" $([ "$DISTIL" = 1 ] && echo --distil) $EXTRA &&
   if [ "$TRAJ_MINUTES" != 0 ]; then
     python3 scripts/train_gpu.py --phase traj --run "$RUN" --minutes "$TRAJ_MINUTES" --from-stage "$TRAJ_FROM" \
-      --trajectories "$TRAJECTORIES" --device "$DEVICE" $EXTRA
+      --trajectories "$TRAJECTORIES" --anchor-below "$TRAJ_ANCHOR_BELOW" --device "$DEVICE" $EXTRA
   fi
 status=$?
 (cd "$RUN" && tar czf /tmp/gpu_pack.tgz --ignore-failed-read pretrain_steps.json pretrain/export pretrain/samples \

@@ -13,7 +13,9 @@ A lent GPU session has minutes, not hours, so the curriculum is set by time, not
   --phase traj      optional, after tune: from the EMA kept after stage --from-stage, regress on
                     --trajectories of the stage-0 denoiser's solved ODE trajectories (`cmedit train
                     --teacher-trajectories`) under bf16 autocast for --minutes of training (the solve comes
-                    first and is not counted); the EMA export is copied to RUN/ema_traj.
+                    first and is not counted); the EMA export is copied to RUN/ema_traj. With
+                    --anchor-below S, only the levels at or above sigma S learn the trajectories and the
+                    ones below keep that stage's outputs (`cmedit train --anchor`), so edits stay as tuned.
 
 The two phases run as two processes (accelerate fixes the mixed precision once per process). Example:
 
@@ -84,9 +86,10 @@ def tune(args) -> None:
 def distil_trajectories(args) -> None:
     root = Path(args.run)
     run = root / "traj"
-    train(_config(args, run, max_steps=NEVER, max_minutes=args.minutes, mixed_precision="bf16",
-                  init_from=str(root / f"ema_stage{args.from_stage}"), teacher=str(root / "pretrain" / EXPORT_DIR),
-                  teacher_trajectories=args.trajectories))
+    start = str(root / f"ema_stage{args.from_stage}")
+    anchor = {} if not args.anchor_below else {"anchor": start, "anchor_below": args.anchor_below}
+    train(_config(args, run, max_steps=NEVER, max_minutes=args.minutes, mixed_precision="bf16", init_from=start,
+                  teacher=str(root / "pretrain" / EXPORT_DIR), teacher_trajectories=args.trajectories, **anchor))
     shutil.copytree(run / EXPORT_DIR, root / "ema_traj", dirs_exist_ok=True)
     print(f"traj: {_saved_step(run)} steps on {args.trajectories} trajectories from the EMA after stage "
           f"{args.from_stage}", flush=True)
@@ -107,6 +110,8 @@ def main() -> None:
     ap.add_argument("--distil", action="store_true", help="tune: distil the stage-0 denoiser (train --teacher)")
     ap.add_argument("--from-stage", type=int, default=6, help="traj: start from RUN/ema_stage<N>")
     ap.add_argument("--trajectories", type=int, default=65536, help="traj: teacher ODE trajectories to solve")
+    ap.add_argument("--anchor-below", type=float, default=0.0,
+                    help="traj: > 0 keeps the starting EMA's outputs below this sigma (train --anchor)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
