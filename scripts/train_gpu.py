@@ -15,7 +15,7 @@ A lent GPU session has minutes, not hours, so the curriculum is set by time, not
                     --teacher-trajectories`) under bf16 autocast for --minutes of training (the solve comes
                     first and is not counted); the EMA export is copied to RUN/ema_traj. With
                     --anchor-below S, only the levels at or above sigma S learn the trajectories and the
-                    ones below keep that stage's outputs (`cmedit train --anchor`), so edits stay as tuned.
+                    ones below are held to that stage's outputs (`cmedit train --anchor`), where edits run.
 
 The two phases run as two processes (accelerate fixes the mixed precision once per process). Example:
 

@@ -70,7 +70,7 @@ Example:
 @click.option("--anchor", default=None,
               help="With --teacher-trajectories: a model (e.g. the one --init-from starts from) whose outputs "
                    "below --anchor-below the run keeps, on noised training images, while the trajectories "
-                   "train the higher levels (e.g. better one-step samples without changing edits).")
+                   "train the higher levels (one-step samples) and the edits' low levels stay near the anchor's.")
 @click.option("--anchor-below", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
               help="With --anchor: the sigma that splits the trajectory grid's levels.")
 @click.option("--anchor-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
