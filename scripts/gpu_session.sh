@@ -18,7 +18,7 @@ DISTIL=${DISTIL:-0}  # 1: the tuning stages distil the stage-0 denoiser (train_g
 TRAJ_MINUTES=${TRAJ_MINUTES:-0}
 TRAJ_FROM=${TRAJ_FROM:-6}
 TRAJECTORIES=${TRAJECTORIES:-65536}
-TRAJ_ANCHOR_BELOW=${TRAJ_ANCHOR_BELOW:-0}  # > 0: levels below this sigma keep the tuned model's outputs (edits)
+TRAJ_ANCHOR_BELOW=${TRAJ_ANCHOR_BELOW:-0}  # > 0: levels below this sigma are held near the tuned model's outputs (edits)
 # more scripts/train_gpu.py options for both phases, e.g. "--preset tiny --batch-size 16" for a CPU dry run
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"

@@ -156,15 +156,17 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError("teacher trajectories need a teacher")
     if cfg.anchor is not None and not cfg.teacher_trajectories:
         raise ValueError("an anchor model needs teacher trajectories")
-    n_anchor = 0 if cfg.anchor is None else round(cfg.anchor_fraction * cfg.batch_size)
-    if cfg.anchor is not None and not 0 < n_anchor < cfg.batch_size:
-        raise ValueError(f"anchor fraction {cfg.anchor_fraction:g} of a batch of {cfg.batch_size} leaves "
-                         "no room for the anchor or for the trajectories")
-    min_sigma = 0.0 if cfg.anchor is None else cfg.anchor_below  # trajectory levels at or above this are trained
-    grid = trajectory_sigmas(cfg.teacher_steps)
-    if cfg.anchor is not None and not grid[-1] < min_sigma <= grid[0]:
-        raise ValueError(f"anchor below sigma {min_sigma:g}: the trajectory grid ({grid[0]:g} .. {grid[-1]:g}) "
-                         "must have levels on both sides")
+    n_anchor, min_sigma, anchor_levels = 0, 0.0, None  # min_sigma: trajectory levels at or above it are trained
+    if cfg.anchor is not None:
+        n_anchor, min_sigma = round(cfg.anchor_fraction * cfg.batch_size), cfg.anchor_below
+        if not 0 < n_anchor < cfg.batch_size:
+            raise ValueError(f"anchor fraction {cfg.anchor_fraction:g} of a batch of {cfg.batch_size} leaves "
+                             "no room for the anchor or for the trajectories")
+        grid = trajectory_sigmas(cfg.teacher_steps)
+        anchor_levels = grid[grid < min_sigma]
+        if not 0 < len(anchor_levels) < len(grid):
+            raise ValueError(f"anchor below sigma {min_sigma:g}: the trajectory grid ({grid[0]:g} .. {grid[-1]:g}) "
+                             "must have levels on both sides")
     if cfg.mixed_precision == "no":
         # float32 means float32: the later ECT stages compare f(x_t, t) with f(x_r, r) for r close to t, a
         # difference that TF32 convolutions (cuDNN's default on Ampere and later GPUs) would blur.
@@ -228,7 +230,6 @@ def train(cfg: TrainConfig) -> Path:
                 run_dir / "trajectories", teacher, cfg.teacher_trajectories, cfg.teacher_steps,
                 tuple(images.shape[1:]), cfg.seed, accelerator.device, accelerator.autocast,
                 show_progress=accelerator.is_main_process, source=cfg.teacher)
-        anchor_levels = trajectories.sigmas[trajectories.sigmas < min_sigma]
 
     if accelerator.is_main_process:
         print(f"model {cfg.preset}: {count_parameters(unwrapped) / 1e6:.2f}M params; {len(images)} images"
