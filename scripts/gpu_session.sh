@@ -3,12 +3,17 @@
 # in a fixed wall-clock budget (scripts/train_gpu.py), packed into <=15 MB parts for the way back.
 # Run from the repository root with data/ from scripts/prepare_twemoji.py:
 #   OUT=/tmp/gpu_out bash scripts/gpu_session.sh
-# The defaults are the run of the shipped weights (an 8.3-minute command on an H100).
+# Each phase's results are packed into OUT as soon as it ends (pretrain.tgz.partNN, tune.tgz.partNN,
+# traj.tgz.partNN; unpack with `cat pretrain.tgz.part* | tar xz`), so a command stopped at its time limit
+# still returns the phases that finished.
 set -u
 RUN=${RUN:-/tmp/gpu_run}
 OUT=${OUT:-/tmp/gpu_out}
 PRETRAIN_MINUTES=${PRETRAIN_MINUTES:-3.2}
 TUNE_MINUTES=${TUNE_MINUTES:-4.0}
+# a stage-0 export to continue pretraining from (a new optimizer), and the steps it had done
+PRETRAIN_FROM=${PRETRAIN_FROM:-}
+PRETRAIN_FROM_STEP=${PRETRAIN_FROM_STEP:-0}
 MAX_STAGE=${MAX_STAGE:-8}
 KEEP_STAGES=${KEEP_STAGES:-6,8}  # the EMA after these stages is packed; at most two fit the 64 MiB way back
 DEVICE=${DEVICE:-cuda}
@@ -22,18 +27,24 @@ TRAJ_ANCHOR_BELOW=${TRAJ_ANCHOR_BELOW:-0}  # > 0: levels below this sigma are he
 # more scripts/train_gpu.py options for both phases, e.g. "--preset tiny --batch-size 16" for a CPU dry run
 EXTRA=${EXTRA:-}
 mkdir -p "$OUT"
+pack() {  # pack NAME PATTERN... (globs relative to RUN, unmatched ones skipped) into OUT/NAME.tgz.partNN
+  local name=$1; shift
+  (cd "$RUN" && tar czf "/tmp/$name.tgz" $(ls -d $@ 2>/dev/null)) &&
+    split -b 15000000 -d "/tmp/$name.tgz" "$OUT/$name.tgz.part"
+}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import torch, diffusers; print(torch.__version__, diffusers.__version__, torch.cuda.is_available())"
-python3 scripts/train_gpu.py --phase pretrain --run "$RUN" --minutes "$PRETRAIN_MINUTES" --device "$DEVICE" $EXTRA &&
+python3 scripts/train_gpu.py --phase pretrain --run "$RUN" --minutes "$PRETRAIN_MINUTES" --device "$DEVICE" \
+    $([ -n "$PRETRAIN_FROM" ] && echo --init-from "$PRETRAIN_FROM" --start-step "$PRETRAIN_FROM_STEP") $EXTRA &&
+  pack pretrain pretrain_steps.json pretrain/export pretrain/samples &&
   python3 scripts/train_gpu.py --phase tune --run "$RUN" --minutes "$TUNE_MINUTES" --max-stage "$MAX_STAGE" \
     --keep-stages "$KEEP_STAGES" --device "$DEVICE" $([ "$DISTIL" = 1 ] && echo --distil) $EXTRA &&
+  pack tune tune/samples 'ema_stage*' &&
   if [ "$TRAJ_MINUTES" != 0 ]; then
     python3 scripts/train_gpu.py --phase traj --run "$RUN" --minutes "$TRAJ_MINUTES" --from-stage "$TRAJ_FROM" \
-      --trajectories "$TRAJECTORIES" --anchor-below "$TRAJ_ANCHOR_BELOW" --device "$DEVICE" $EXTRA
+      --trajectories "$TRAJECTORIES" --anchor-below "$TRAJ_ANCHOR_BELOW" --device "$DEVICE" $EXTRA &&
+      pack traj ema_traj traj/samples
   fi
 status=$?
-(cd "$RUN" && tar czf /tmp/gpu_pack.tgz --ignore-failed-read pretrain_steps.json pretrain/export pretrain/samples \
-  tune/samples $(ls -d ema_stage* ema_traj traj/samples 2>/dev/null))
-split -b 15000000 -d /tmp/gpu_pack.tgz "$OUT/pack.tgz.part"
 ls -la "$OUT"
 exit $status

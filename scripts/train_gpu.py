@@ -3,7 +3,9 @@
 A lent GPU session has minutes, not hours, so the curriculum is set by time, not steps:
 
   --phase pretrain  stage 0 (denoiser training, EDM loss) under bf16 autocast for --minutes; the EMA
-                    export in RUN/pretrain/export is the denoiser that ECT starts from.
+                    export in RUN/pretrain/export is the denoiser that ECT starts from. --init-from DIR
+                    --start-step N continues an earlier run's stage-0 export (its EMA weights, a new optimizer)
+                    as if N steps were done, so the tuning curriculum counts them.
   --phase tune      consistency tuning from that EMA (ECT initialises from the pretrained denoiser) in
                     float32 (TF32 off): stage 1 runs for --minutes / --max-stage and its step count sets
                     the length of every later stage; the EMA export after each stage in --keep-stages is
@@ -52,7 +54,7 @@ def _saved_step(run_dir: Path) -> int:
 def pretrain(args) -> None:
     run = Path(args.run) / "pretrain"
     cfg = _config(args, run, max_steps=NEVER, max_minutes=args.minutes, mixed_precision="bf16",
-                  schedule=ECTSchedule(pretrain_steps=NEVER))
+                  schedule=ECTSchedule(pretrain_steps=NEVER), init_from=args.init_from, start_step=args.start_step)
     train(cfg)
     step = _saved_step(run)
     (Path(args.run) / "pretrain_steps.json").write_text(json.dumps({"pretrain_steps": step}))
@@ -112,9 +114,13 @@ def main() -> None:
     ap.add_argument("--trajectories", type=int, default=65536, help="traj: teacher ODE trajectories to solve")
     ap.add_argument("--anchor-below", type=float, default=0.0,
                     help="traj: > 0 keeps the starting EMA's outputs below this sigma (train --anchor)")
+    ap.add_argument("--init-from", default=None, help="pretrain: continue this stage-0 export (a diffusers folder)")
+    ap.add_argument("--start-step", type=int, default=0, help="pretrain with --init-from: the steps it had done")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.start_step and not args.init_from:
+        ap.error("--start-step needs --init-from")
     if args.lr is None:
         args.lr = 6e-4 if args.phase == "pretrain" else 2e-4
     {"pretrain": pretrain, "tune": tune, "traj": distil_trajectories}[args.phase](args)
