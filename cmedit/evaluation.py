@@ -25,6 +25,11 @@ Metrics (PSNR and SSIM from ``skimage.metrics``, not re-implemented here):
   SSIM map over the masked pixels (the 7x7 windows near the mask's edge also see kept pixels);
   whole-image tasks: skimage's mean SSIM. Then the mean over images.
 - Colourfulness: Hasler & Suesstrunk 2003 (:func:`colourfulness`), the mean over images.
+- KID x1000 (only with ``features``, a :class:`cmedit.sample_quality.FeatureNet` of the images'
+  domain): the kernel distance between a method's outputs and the original images in that network's
+  features, over the whole set (:func:`cmedit.sample_quality.kernel_distance`, one subset of all
+  images). About 0 when the outputs look like the originals as a set, whatever their pixel errors:
+  a plausible but different colour costs PSNR, not KID; a grey or blurred image costs both.
 - NFE: network evaluations per image, counted with a forward pre-hook on ``pipe.unet`` (the rows of
   every batch that passes through it, divided by the number of images).
 - Seconds per image: wall time of the method's calls over the set, divided by the number of images
@@ -55,13 +60,14 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from .eval_masks import box_mask, stroke_mask
 from .image_files import encode
 from .pipeline import ConsistencyEditPipeline
+from .sample_quality import FeatureNet, kernel_distance
 
 TASKS = ("inpaint_box", "inpaint_stroke", "colorize", "sr4")
 SR_FACTOR = 4
 INPAINT_RADIUS = 3
 # Columns of the table: metric key, header, number format.
 COLUMNS = (("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"), ("colourfulness", "colourfulness", "{:.1f}"),
-           ("block_error_max", "block err. max", "{:.2f}"), ("block_error_mean", "block err. mean", "{:.3f}"),
+           ("kid_x1000", "KID x1000", "{:.1f}"), ("block_error_max", "block err. max", "{:.2f}"), ("block_error_mean", "block err. mean", "{:.3f}"),
            ("nfe", "NFE", "{:.0f}"), ("seconds_per_image", "s / image", "{:.4f}"))
 
 
@@ -145,13 +151,17 @@ def prepare_task(name: str, images: list[np.ndarray], mask_seed: int = 0) -> Tas
     raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
 
 
-def score(task: TaskData, truths: list[np.ndarray], outputs: list[np.ndarray], method: str) -> dict[str, float]:
+def score(task: TaskData, truths: list[np.ndarray], outputs: list[np.ndarray], method: str,
+          features: FeatureNet | None = None) -> dict[str, float]:
     """The quality metrics of one method's ``outputs`` on ``task`` (module docstring)."""
-    if method == "ground_truth":  # the colourfulness reference: its PSNR and SSIM say nothing
+    if method == "ground_truth":  # the colourfulness reference: its PSNR, SSIM and KID say nothing
         return {"colourfulness": float(np.mean([colourfulness(out) for out in outputs]))}
     masks = task.masks or [None] * len(truths)
     scores = {"psnr": pooled_psnr(truths, outputs, task.masks),
               "ssim": float(np.mean([ssim(t, o, m) for t, o, m in zip(truths, outputs, masks)]))}
+    if features is not None:
+        kid, _ = kernel_distance(features, np.stack(truths), np.stack(outputs), subset_size=len(truths), subsets=1)
+        scores["kid_x1000"] = 1000 * kid
     if task.name == "colorize":
         scores["colourfulness"] = float(np.mean([colourfulness(out) for out in outputs]))
     if task.name == "sr4":
@@ -211,6 +221,7 @@ def evaluate(
     tasks: Sequence[str] = TASKS,
     batch_size: int = 16,
     mask_seed: int = 0,
+    features: FeatureNet | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Measure cmedit's edits and the baselines' on ``images`` (``(H, W, 3)`` uint8, one size).
@@ -223,6 +234,8 @@ def evaluate(
         tasks: a subset of :data:`TASKS`.
         batch_size: images per pipeline call.
         mask_seed: the seed of the stroke masks (``cmedit.eval_masks.stroke_mask``).
+        features: a feature network of the images' domain and size (``cmedit.sample_quality``);
+            adds the ``kid_x1000`` metric. Needs ``torchmetrics``.
         progress: called with a short message before each run (e.g. ``click.echo``).
 
     Returns a JSON-ready dict (:func:`to_json`): ``config`` and, per task, ``methods`` ->
@@ -235,6 +248,10 @@ def evaluate(
         raise ValueError("give at least one seed")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if features is not None and images[0].shape[:2] != (features.config["image_size"],) * 2:
+        size = features.config["image_size"]
+        raise ValueError(f"the feature network takes {size}x{size} images, these are "
+                         f"{images[0].shape[1]}x{images[0].shape[0]}")
     num_inference_steps, timesteps = pipe.edit_schedule(num_inference_steps, timesteps)  # the edits' default
     schedule = {"num_inference_steps": None if timesteps is not None else num_inference_steps,
                 "timesteps": None if timesteps is None else [int(t) for t in timesteps]}
@@ -242,7 +259,8 @@ def evaluate(
     run_cmedit(pipe, prepare_task(tasks[0], images[:1], mask_seed), seeds[0], 1, schedule)  # untimed warm-up
     results = {"config": {
         "num_images": len(images), "image_size": list(images[0].shape[:2]), "seeds": seeds, "tasks": list(tasks),
-        **schedule, "batch_size": batch_size, "mask_seed": mask_seed, "model_resolution": pipe.resolution,
+        **schedule, "batch_size": batch_size, "mask_seed": mask_seed,
+        "features": None if features is None else features.config, "model_resolution": pipe.resolution,
         "device": str(pipe.device), "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "versions": versions(), "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",
     }, "tasks": {}}
@@ -255,14 +273,14 @@ def evaluate(
                 start = time.perf_counter()
                 outputs = run_cmedit(pipe, task, seed, batch_size, schedule)
                 seconds = time.perf_counter() - start
-            methods["cmedit"].append({**score(task, images, outputs, "cmedit"), "nfe": counter.rows / len(images),
+            methods["cmedit"].append({**score(task, images, outputs, "cmedit", features), "nfe": counter.rows / len(images),
                                       "seconds_per_image": seconds / len(images)})
         for method, baseline in task.baselines.items():
             report(f"{name}: {method}")
             start = time.perf_counter()
             outputs = [baseline(i) for i in range(len(images))]
             seconds = time.perf_counter() - start
-            scores = score(task, images, outputs, method)
+            scores = score(task, images, outputs, method, features)
             if method != "ground_truth":
                 scores.update(nfe=0.0, seconds_per_image=seconds / len(images))
             methods[method] = [scores]

@@ -21,6 +21,11 @@ Outputs:
       variants share one), for `cmedit train --groups` (People & Body is 349 of 1,761 training
       designs but 2,054 of 3,466 images; drawing designs equally rebalances it)
   data/twemoji32_heldout.npy  uint8 (M, 32, 32, 3)
+  data/twemoji32_heldout_groups.npy  int64 (M,): the same design ids for the held-out images
+  data/twemoji32_{train,heldout}_labels.npy  int64 (N,), (M,): each image's Unicode subcategory
+      (``face-smiling``, ``animal-mammal``, ``flag``, ...), an index into
+      data/twemoji32_subcategories.json, for the sample-quality feature network
+      (`scripts/sample_quality.py`)
   samples/heldout/<unified>.png + ATTRIBUTION.md  (the held-out set)
   samples/{face,heart,animal,object}.png  (first held-out emoji by sort order
       in subcategory face-*, heart, animal-*, and category Objects)
@@ -114,7 +119,9 @@ def main() -> None:
                 m = members.get(f"package/img/twitter/64/{image}")
                 return None if m is None else to_rgb32(tar.extractfile(m).read())
 
-            train, train_groups, held, held_meta = [], [], [], []
+            subcategories = sorted({e["subcategory"] for e in emojis})
+            train, train_groups, train_labels = [], [], []
+            held, held_groups, held_meta, held_labels = [], [], [], []
             for group, e in enumerate(sorted(emojis, key=lambda e: e["sort_order"])):
                 side = is_heldout(e["unified"])
                 for v in variants(e):
@@ -123,17 +130,25 @@ def main() -> None:
                     arr = load(v["image"])
                     if arr is None:
                         continue
+                    label = subcategories.index(e["subcategory"])
                     if side:
                         held.append(arr)
+                        held_groups.append(group)
                         held_meta.append((v["unified"], e))
+                        held_labels.append(label)
                     else:
                         train.append(arr)
                         train_groups.append(group)
+                        train_labels.append(label)
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
     np.save(args.data_dir / "twemoji32_train.npy", np.stack(train))
     np.save(args.data_dir / "twemoji32_train_groups.npy", np.array(train_groups, dtype=np.int64))
     np.save(args.data_dir / "twemoji32_heldout.npy", np.stack(held))
+    np.save(args.data_dir / "twemoji32_heldout_groups.npy", np.array(held_groups, dtype=np.int64))
+    np.save(args.data_dir / "twemoji32_train_labels.npy", np.array(train_labels, dtype=np.int64))
+    np.save(args.data_dir / "twemoji32_heldout_labels.npy", np.array(held_labels, dtype=np.int64))
+    (args.data_dir / "twemoji32_subcategories.json").write_text(json.dumps(subcategories, indent=0) + "\n")
 
     out = args.samples_dir / "heldout"
     out.mkdir(parents=True, exist_ok=True)

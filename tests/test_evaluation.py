@@ -9,6 +9,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -16,7 +17,7 @@ from cmedit import ConsistencyEditPipeline
 from cmedit.cli.eval import TASK_NAMES, eval as eval_command
 from cmedit.eval_masks import box_mask, stroke_mask
 from cmedit.evaluation import (TASKS, colourfulness, evaluate, format_table, pooled_psnr, prepare_task, run_cmedit,
-                               ssim, to_json)
+                               score, ssim, to_json)
 from conftest import RESOLUTION, tiny_scheduler, tiny_unet
 
 STEPS = 2
@@ -184,3 +185,38 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, images):
     bad = CliRunner().invoke(eval_command, [str(folder), "--tasks", "deblur"])
     assert bad.exit_code == 2 and "unknown task deblur" in bad.output
     assert TASK_NAMES == TASKS
+
+
+def test_features_add_a_kernel_distance_to_every_method_but_the_reference(tiny_pipe, images, tmp_path):
+    pytest.importorskip("torchmetrics")
+    from cmedit.sample_quality import FeatureNet, save_feature_net
+
+    torch.manual_seed(0)
+    net = FeatureNet(num_classes=2, width=8, image_size=RESOLUTION).eval()
+    results = evaluate(tiny_pipe, images, seeds=(0,), num_inference_steps=1, tasks=("colorize", "sr4"), features=net)
+    for task, entry in results["tasks"].items():
+        for method, metrics in entry["methods"].items():
+            assert ("kid_x1000" in metrics) == (method != "ground_truth"), (task, method)
+    assert results["config"]["features"] == net.config
+    assert "| KID x1000 |" in format_table(results)
+    # a set of the originals themselves scores below the grey set on the same features
+    task = prepare_task("colorize", images)
+    same = score(task, images, images, "cmedit", net)["kid_x1000"]
+    grey = results["tasks"]["colorize"]["methods"]["grey"]["kid_x1000"]["mean"]
+    assert same < grey
+    with pytest.raises(ValueError, match="takes 8x8 images"):
+        evaluate(tiny_pipe, images, seeds=(0,), features=FeatureNet(num_classes=2, width=8, image_size=8))
+
+    model = tmp_path / "model"
+    tiny_pipe.save_pretrained(model)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    save_feature_net(net, tmp_path / "features")
+    args = [str(folder), "--model", str(model), "--steps", "1", "--seeds", "0", "--tasks", "sr4", "-q"]
+    result = CliRunner().invoke(eval_command, args + ["--features", str(tmp_path / "features")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "KID x1000" in result.output
+    bad = CliRunner().invoke(eval_command, args + ["--features", str(model)])
+    assert bad.exit_code == 1 and "not a feature network" in bad.output and "Traceback" not in bad.output

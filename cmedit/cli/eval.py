@@ -77,6 +77,11 @@ Examples:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Images per forward pass.")
 @click.option("--mask-seed", type=int, default=0, show_default=True, help="Seed of the free-form stroke masks.")
+@click.option("--features", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              metavar="FOLDER",
+              help="A feature network of the images' domain (scripts/sample_quality.py train; for emoji "
+                   "checkpoints/twemoji32_features): adds KID x1000, how far each method's outputs are from the "
+                   "originals as a set in its features (plausible, not exact).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None, metavar="PATH",
               help="Also write the results as JSON: configuration, versions and every seed's values.")
 @click.option("--overwrite", is_flag=True, help="Replace the JSON file if it exists.")
@@ -85,7 +90,7 @@ Examples:
 @click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
               help="Weights' precision; auto is float16 on cuda and float32 elsewhere.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages on stderr.")
-def eval(sources, model, steps, timesteps, seeds, tasks, limit, batch_size, mask_seed,  # noqa: A001
+def eval(sources, model, steps, timesteps, seeds, tasks, limit, batch_size, mask_seed, features,  # noqa: A001
          json_path, overwrite, device, dtype, quiet) -> None:
     """Measure edit quality on held-out images (all of one size) and print a markdown table.
 
@@ -94,7 +99,8 @@ def eval(sources, model, steps, timesteps, seeds, tasks, limit, batch_size, mask
     inpainting; colorization (PSNR, SSIM, colourfulness) against the grey image, with the ground
     truth's colourfulness for reference; 4x super-resolution of the block-mean image (PSNR, SSIM, and
     how far the output's block means are from the input, in 8-bit levels) against bicubic and nearest
-    upsampling. Also the network evaluations (NFE) and seconds per image. Metrics from scikit-image,
+    upsampling. Also the network evaluations (NFE) and seconds per image, and with --features the
+    kernel distance (KID) of each method's outputs from the originals. Metrics from scikit-image,
     baselines from OpenCV; details in cmedit/evaluation.py. An image's transparency is ignored.
     """
     from ..presets import preset_for
@@ -112,8 +118,11 @@ def eval(sources, model, steps, timesteps, seeds, tasks, limit, batch_size, mask
     paths = image_paths(sources)[:limit]
     try:
         from ..evaluation import evaluate, format_table, to_json
+        if features is not None:
+            import torchmetrics  # noqa: F401  (needed by the KID column)
     except ModuleNotFoundError as error:
         raise click.ClickException(f"cmedit eval needs {error.name}: pip install 'cmedit[eval]'") from None
+    from ..sample_quality import load_feature_net
     from ..image_files import encode, read_image
 
     with user_errors():
@@ -126,10 +135,11 @@ def eval(sources, model, steps, timesteps, seeds, tasks, limit, batch_size, mask
     if preset is not None and steps is None and timesteps is None:
         timesteps = list(preset.timesteps)
     with user_errors():
+        feature_net = None if features is None else load_feature_net(features)
         pipe = load_model(model, device, dtype, quiet=True)
         progress = None if quiet else (lambda message: click.echo(message, err=True))
         results = evaluate(pipe, images, seeds=seeds, num_inference_steps=steps, timesteps=timesteps, tasks=tasks,
-                           batch_size=batch_size, mask_seed=mask_seed, progress=progress)
+                           batch_size=batch_size, mask_seed=mask_seed, features=feature_net, progress=progress)
     results["config"]["model"] = model if model is not None else "embedded default model"
     results["config"]["images"] = [str(path) for path in paths]
     click.echo(format_table(results), nl=False)
