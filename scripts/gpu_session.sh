@@ -21,6 +21,9 @@ PRETRAIN_FROM_STEP=${PRETRAIN_FROM_STEP:-0}
 MAX_STAGE=${MAX_STAGE:-8}
 KEEP_STAGES=${KEEP_STAGES:-6,8}  # the EMA after these stages is packed; at most two fit the 64 MiB way back
 DEVICE=${DEVICE:-cuda}
+# every tuning stage's samples are scored with this feature network (KID in the log; needs torchmetrics,
+# carried as a wheel like diffusers); empty: no probe
+PROBE_FEATURES=${PROBE_FEATURES-checkpoints/twemoji32_features}
 DISTIL=${DISTIL:-0}  # 1: the tuning stages distil the stage-0 denoiser (train_gpu.py --distil)
 # > 0: then regress on the stage-0 denoiser's ODE trajectories from the EMA after stage TRAJ_FROM (train_gpu.py
 # --phase traj; packed as ema_traj: keep one stage in KEEP_STAGES then, so the parts fit the way back)
@@ -38,11 +41,13 @@ pack() {  # pack NAME PATTERN... (globs relative to RUN, unmatched ones skipped)
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import torch, diffusers; print(torch.__version__, diffusers.__version__, torch.cuda.is_available())"
+python3 -c "import torchmetrics; print('torchmetrics', torchmetrics.__version__)" || echo "no torchmetrics: no probe"
 python3 scripts/train_gpu.py --phase pretrain --run "$RUN" --minutes "$PRETRAIN_MINUTES" --device "$DEVICE" \
     $([ -n "$PRETRAIN_FROM" ] && echo --init-from "$PRETRAIN_FROM" --start-step "$PRETRAIN_FROM_STEP") $EXTRA &&
   pack pretrain pretrain_steps.json pretrain/export pretrain/samples &&
   python3 scripts/train_gpu.py --phase tune --run "$RUN" --minutes "$TUNE_MINUTES" --max-stage "$MAX_STAGE" \
-    --keep-stages "$KEEP_STAGES" --device "$DEVICE" $([ "$DISTIL" = 1 ] && echo --distil) $EXTRA &&
+    --keep-stages "$KEEP_STAGES" --device "$DEVICE" $([ "$DISTIL" = 1 ] && echo --distil) \
+    $([ -n "$PROBE_FEATURES" ] && echo --probe-features "$PROBE_FEATURES") $EXTRA &&
   pack tune tune/samples 'ema_stage*' &&
   if [ "$TRAJ_MINUTES" != 0 ]; then
     python3 scripts/train_gpu.py --phase traj --run "$RUN" --minutes "$TRAJ_MINUTES" --from-stage "$TRAJ_FROM" \

@@ -2,7 +2,8 @@
 
     python scripts/model_card_assets.py --model cmedit/default_model --out docs/default_model
 
-Writes ``samples_1step.png``, ``samples_2step.png`` (64 samples each, seed 0),
+Writes ``samples_1step.png``, ``samples_2step.png`` (``--timesteps``), ``samples_4step.png``
+(``--steps 4``; 64 samples each, seed 0),
 ``edits.png``: rows of held-out images with, left to right, the input to each edit and its
 result: a missing quarter (inpainting), the grey version (colorization) and an 8x8 version
 (4x super-resolution), each shown at 4x size with nearest-neighbour enlargement, edited with the
@@ -33,7 +34,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model folder (default: the embedded model)")
     parser.add_argument("--heldout", default="samples/heldout", help="folder of held-out PNGs")
     parser.add_argument("--out", default="docs/default_model")
-    parser.add_argument("--timesteps", default="22,0", help="2-step schedule of the sample grid")
+    parser.add_argument("--timesteps", default="14,0",
+                        help="2-step schedule of the sample grid (MODEL_CARD.md, \"Sample quality\")")
     parser.add_argument("--edit-timesteps", default=None,
                         help="schedule of the edit figure (default: the model's edit default, as the CLI)")
     parser.add_argument("--rows", type=int, default=8, help="held-out images in the edit figure")
@@ -48,7 +50,8 @@ def main() -> None:
     two_step = [int(t) for t in args.timesteps.split(",")]
 
     for name, schedule in (("samples_1step", {"num_inference_steps": 1}),
-                           ("samples_2step", {"num_inference_steps": None, "timesteps": two_step})):
+                           ("samples_2step", {"num_inference_steps": None, "timesteps": two_step}),
+                           ("samples_4step", {"num_inference_steps": 4})):
         images = pipe.generate(batch_size=64, generator=torch.Generator().manual_seed(0), **schedule).images
         make_image_grid([enlarge(image, 64) for image in images], rows=8, cols=8).save(out / f"{name}.png")
 
@@ -85,7 +88,7 @@ def main() -> None:
             image = pipe.img2img(painting, strength=strength, num_inference_steps=2, generator=g()).images[0]
             cells.append(enlarge(image, 4 * size))
     make_image_grid(cells, rows=len(paintings), cols=1 + len(strengths)).save(out / "img2img.png")
-    print(f"wrote {out}/samples_1step.png, samples_2step.png, edits.png "
+    print(f"wrote {out}/samples_1step.png, samples_2step.png, samples_4step.png, edits.png "
           "(columns: original | quarter missing | inpainted | grey | colorized | 8x8 | 4x super-resolved), "
           f"img2img.png (columns: painting | strength {' | '.join(map(str, strengths))})")
 

@@ -9,7 +9,10 @@ A lent GPU session has minutes, not hours, so the curriculum is set by time, not
   --phase tune      consistency tuning from that EMA (ECT initialises from the pretrained denoiser) in
                     float32 (TF32 off): stage 1 runs for --minutes / --max-stage and its step count sets
                     the length of every later stage; the EMA export after each stage in --keep-stages is
-                    copied to RUN/ema_stage<N>. With --distil the stages distil the stage-0 denoiser
+                    copied to RUN/ema_stage<N>. With --probe-features DIR, every stage's EMA is also
+                    scored for sample quality (KID of 1-step and `14,0` samples against the training
+                    designs, scripts/sample_quality.py; needs torchmetrics) and the scores are logged, so
+                    that generation is seen as well as edits when a stage is chosen. With --distil the stages distil the stage-0 denoiser
                     (`cmedit train --teacher`: its Heun ODE step gives the targets) instead of
                     consistency training from the data's noise.
   --phase traj      optional, after tune: from the EMA kept after stage --from-stage, regress on
@@ -31,6 +34,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from cmedit.training.consistency import ECTSchedule
@@ -61,6 +65,30 @@ def pretrain(args) -> None:
     print(f"pretrain: {step} steps", flush=True)
 
 
+def probe(args, export: Path, label: str) -> None:
+    """Log the sample quality of ``export``: KID x1000 of 1-step and ``14,0`` samples (MODEL_CARD.md)."""
+    try:
+        import torchmetrics  # noqa: F401
+    except ModuleNotFoundError:
+        print("probe: torchmetrics is not installed; no sample-quality scores", flush=True)
+        return
+    from sample_quality import base_designs, generate  # scripts/, this script's folder
+
+    from cmedit import load_pipeline
+    from cmedit.sample_quality import kernel_distance, load_feature_net
+
+    reference = base_designs(np.load(args.data), np.load(args.groups))
+    net = load_feature_net(args.probe_features)
+    pipe = load_pipeline(str(export), device=args.device)  # float32, as exported
+    pipe.set_progress_bar_config(disable=True)
+    scores = []
+    for timesteps in ([0], [14, 0]):
+        samples = generate(pipe, timesteps, args.probe_samples, args.seed, batch_size=500).cpu()
+        scores.append(1000 * kernel_distance(net, reference, samples)[0])
+    print(f"probe: {label}: sample KID x1000, 1 step {scores[0]:.1f}, 14,0 {scores[1]:.1f} "
+          f"({args.probe_samples} samples)", flush=True)
+
+
 def tune(args) -> None:
     root = Path(args.run)
     p = json.loads((root / "pretrain_steps.json").read_text())["pretrain_steps"]
@@ -80,6 +108,12 @@ def tune(args) -> None:
         if stage > 1:
             train(_config(args, run, max_steps=p + stage * stage_steps, mixed_precision="no",
                           schedule=schedule, resume=True, teacher=teacher))
+        if args.probe_features:
+            label = f"EMA after stage {stage} (step {p + stage * stage_steps})"
+            try:
+                probe(args, run / EXPORT_DIR, label)
+            except Exception as error:  # a diagnostic: it must not end a lent GPU's only run
+                print(f"probe: {label}: failed ({error!r})", flush=True)
         if stage in keep:
             shutil.copytree(run / EXPORT_DIR, root / f"ema_stage{stage}", dirs_exist_ok=True)
             print(f"tune: kept the EMA after stage {stage} (step {p + stage * stage_steps})", flush=True)
@@ -109,6 +143,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=None, help="default: 6e-4 pretrain, 2e-4 tune and traj")
     ap.add_argument("--max-stage", type=int, default=8)
     ap.add_argument("--keep-stages", default="6,8")
+    ap.add_argument("--probe-features", default=None,
+                    help="tune: score every stage's samples with this feature network (scripts/sample_quality.py)")
+    ap.add_argument("--probe-samples", type=int, default=1000, help="tune: samples per probe schedule")
     ap.add_argument("--distil", action="store_true", help="tune: distil the stage-0 denoiser (train --teacher)")
     ap.add_argument("--from-stage", type=int, default=6, help="traj: start from RUN/ema_stage<N>")
     ap.add_argument("--trajectories", type=int, default=65536, help="traj: teacher ODE trajectories to solve")
