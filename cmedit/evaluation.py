@@ -28,8 +28,9 @@ Metrics (PSNR and SSIM from ``skimage.metrics``, not re-implemented here):
 - KID x1000 (only with ``features``, a :class:`cmedit.sample_quality.FeatureNet` of the images'
   domain): the kernel distance between a method's outputs and the original images in that network's
   features, over the whole set (:func:`cmedit.sample_quality.kernel_distance`, one subset of all
-  images). About 0 when the outputs look like the originals as a set, whatever their pixel errors:
-  a plausible but different colour costs PSNR, not KID; a grey or blurred image costs both.
+  images). Small when the outputs look like the originals as a set, whatever their pixel errors:
+  a plausible but different colour costs PSNR, not KID; a grey or blurred image costs both. Each
+  output is paired with its own original, so near-copies score below 0; compare methods, not with 0.
 - NFE: network evaluations per image, counted with a forward pre-hook on ``pipe.unet`` (the rows of
   every batch that passes through it, divided by the number of images).
 - Seconds per image: wall time of the method's calls over the set, divided by the number of images
@@ -67,7 +68,8 @@ SR_FACTOR = 4
 INPAINT_RADIUS = 3
 # Columns of the table: metric key, header, number format.
 COLUMNS = (("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"), ("colourfulness", "colourfulness", "{:.1f}"),
-           ("kid_x1000", "KID x1000", "{:.1f}"), ("block_error_max", "block err. max", "{:.2f}"), ("block_error_mean", "block err. mean", "{:.3f}"),
+           ("kid_x1000", "KID x1000", "{:.1f}"), ("block_error_max", "block err. max", "{:.2f}"),
+           ("block_error_mean", "block err. mean", "{:.3f}"),
            ("nfe", "NFE", "{:.0f}"), ("seconds_per_image", "s / image", "{:.4f}"))
 
 
@@ -273,8 +275,8 @@ def evaluate(
                 start = time.perf_counter()
                 outputs = run_cmedit(pipe, task, seed, batch_size, schedule)
                 seconds = time.perf_counter() - start
-            methods["cmedit"].append({**score(task, images, outputs, "cmedit", features), "nfe": counter.rows / len(images),
-                                      "seconds_per_image": seconds / len(images)})
+            methods["cmedit"].append({**score(task, images, outputs, "cmedit", features),
+                                      "nfe": counter.rows / len(images), "seconds_per_image": seconds / len(images)})
         for method, baseline in task.baselines.items():
             report(f"{name}: {method}")
             start = time.perf_counter()

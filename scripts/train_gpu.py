@@ -12,9 +12,9 @@ A lent GPU session has minutes, not hours, so the curriculum is set by time, not
                     copied to RUN/ema_stage<N>. With --probe-features DIR, every stage's EMA is also
                     scored for sample quality (KID of 1-step and `14,0` samples against the training
                     designs, scripts/sample_quality.py; needs torchmetrics) and the scores are logged, so
-                    that generation is seen as well as edits when a stage is chosen. With --distil the stages distil the stage-0 denoiser
-                    (`cmedit train --teacher`: its Heun ODE step gives the targets) instead of
-                    consistency training from the data's noise.
+                    that generation is seen as well as edits when a stage is chosen. With --distil the
+                    stages distil the stage-0 denoiser (`cmedit train --teacher`: its Heun ODE step gives
+                    the targets) instead of consistency training from the data's noise.
   --phase traj      optional, after tune: from the EMA kept after stage --from-stage, regress on
                     --trajectories of the stage-0 denoiser's solved ODE trajectories (`cmedit train
                     --teacher-trajectories`) under bf16 autocast for --minutes of training (the solve comes
