@@ -51,9 +51,9 @@ def load_pipeline(
     (``cd_imagenet64_l2``: its local copy or its hub id, see :func:`resolve_model`) or a hub id.
 
     ``model=None`` loads the embedded default model. A local folder needs no ``model_index.json``
-    (its two subfolders suffice); its ``cmedit.json``, if any, gives the edits' default schedule
-    (``ConsistencyEditPipeline.edit_timesteps``). Anything that is not a ``UNet2DModel`` with a
-    ``CMStochasticIterativeScheduler`` raises ``ModelLoadError``; so does a hub model that cannot be
+    (its two subfolders suffice); its ``cmedit.json``, if any, gives the default schedules
+    (``ConsistencyEditPipeline.edit_timesteps``, ``generate_timesteps``). Anything that is not a
+    ``UNet2DModel`` with a ``CMStochasticIterativeScheduler`` raises ``ModelLoadError``; so does a hub model that cannot be
     downloaded (the message says where a local copy goes).
     """
     from diffusers import CMStochasticIterativeScheduler, UNet2DModel
@@ -82,7 +82,7 @@ def load_pipeline(
             scheduler = CMStochasticIterativeScheduler.from_pretrained(source, subfolder="scheduler")
             pipe = ConsistencyEditPipeline(unet=unet, scheduler=scheduler)
             try:
-                pipe.edit_timesteps = pipe.read_edit_config(path)
+                pipe.read_schedules(path)
             except ValueError as error:
                 raise ModelLoadError(str(error)) from None
         elif looks_local:

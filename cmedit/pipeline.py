@@ -13,7 +13,8 @@ of the original, so the known pixels / luminance / block means of the input hold
 noise at the top of the schedule: the unknown part's current content then guides the result.
 
 Without a schedule, edits take the model's own (``edit_timesteps``, from ``cmedit.json`` in its
-folder), else ``DEFAULT_EDIT_STEPS`` equally spaced steps.
+folder), else ``DEFAULT_EDIT_STEPS`` equally spaced steps; generation takes ``generate_timesteps``
+from the same file, else one step (as ``ConsistencyModelPipeline``).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ from .sampler import sample
 ClassLabels = int | Sequence[int] | torch.Tensor | None
 
 DEFAULT_EDIT_STEPS = 4
-# A model folder may recommend its own edit schedule: {"edit_timesteps": [26, 22, 18, 14]} in this file.
+# A model folder may recommend its own schedules in this file, each key optional:
+# {"edit_timesteps": [26, 22, 18, 14], "generate_timesteps": [14, 0]}.
 EDIT_CONFIG_NAME = "cmedit.json"
+SCHEDULE_KEYS = ("edit_timesteps", "generate_timesteps")
 
 
 def strength_timesteps(num_train_timesteps: int, num_inference_steps: int, strength: float) -> list[int]:
@@ -82,31 +85,42 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         # batched files all add to one batch; a bound keeps large edits within memory without
         # changing their result (``cmedit.sampler.sample``).
         self.max_batch_size: int | None = None
-        # The edits' schedule when none is given (from the model folder's cmedit.json); None:
-        # DEFAULT_EDIT_STEPS equally spaced steps.
+        # The schedules used when none is given (from the model folder's cmedit.json). None: edits
+        # take DEFAULT_EDIT_STEPS equally spaced steps, generation one step.
         self.edit_timesteps: list[int] | None = None
+        self.generate_timesteps: list[int] | None = None
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "ConsistencyEditPipeline":
-        """As diffusers' ``from_pretrained``; a local folder's ``cmedit.json`` also sets :attr:`edit_timesteps`."""
+        """As diffusers' ``from_pretrained``; a local folder's ``cmedit.json`` also sets the default schedules
+        (:attr:`edit_timesteps`, :attr:`generate_timesteps`)."""
         pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
         if Path(pretrained_model_name_or_path).is_dir():
-            pipe.edit_timesteps = pipe.read_edit_config(pretrained_model_name_or_path)
+            pipe.read_schedules(pretrained_model_name_or_path)
         return pipe
 
-    def read_edit_config(self, folder) -> list[int] | None:
-        """The ``edit_timesteps`` of ``folder/cmedit.json`` (checked for this model), or None without one."""
+    def read_schedules(self, folder) -> None:
+        """Set :attr:`edit_timesteps` and :attr:`generate_timesteps` from ``folder/cmedit.json``.
+
+        Each key is optional (a missing one, or a missing file, leaves None); each is checked against
+        this model's noise grid, and anything else in the file is refused, with ``ValueError``.
+        """
         path = Path(folder) / EDIT_CONFIG_NAME
         if not path.is_file():
-            return None
+            self.edit_timesteps = self.generate_timesteps = None
+            return
         try:
-            timesteps = json.loads(path.read_text())["edit_timesteps"]
-            if not isinstance(timesteps, list):
-                raise TypeError(f"edit_timesteps must be a list of integers, got {timesteps!r}")
-            self._check_schedule(None, timesteps)
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{path}: not a valid edit schedule ({error})") from None
-        return [int(t) for t in timesteps]
+            config = json.loads(path.read_text())
+            if not isinstance(config, dict) or not config or set(config) - set(SCHEDULE_KEYS):
+                raise ValueError(f"expected an object with some of {', '.join(SCHEDULE_KEYS)}")
+            for key, timesteps in config.items():
+                if not isinstance(timesteps, list):
+                    raise TypeError(f"{key} must be a list of integers, got {timesteps!r}")
+                self._check_schedule(None, timesteps)
+        except (OSError, ValueError, TypeError) as error:
+            raise ValueError(f"{path}: not a valid schedule file ({error})") from None
+        for key in SCHEDULE_KEYS:
+            setattr(self, key, None if key not in config else [int(t) for t in config[key]])
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
         """Save as diffusers does, naming ``ConsistencyModelPipeline`` in ``model_index.json``.
@@ -119,8 +133,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         index = json.loads(index_path.read_text())
         index["_class_name"] = "ConsistencyModelPipeline"
         index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        if self.edit_timesteps is not None:
-            config = {"edit_timesteps": [int(t) for t in self.edit_timesteps]}
+        config = {key: [int(t) for t in getattr(self, key)] for key in SCHEDULE_KEYS if getattr(self, key) is not None}
+        if config:
             (Path(save_directory) / EDIT_CONFIG_NAME).write_text(json.dumps(config) + "\n")
 
     @property
@@ -136,13 +150,22 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         self,
         batch_size: int = 1,
         class_labels: ClassLabels = None,
-        num_inference_steps: int | None = 1,
+        num_inference_steps: int | None = None,
         timesteps: list[int] | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """Sample ``batch_size`` images (Algorithm 1); the same draws and result as ``ConsistencyModelPipeline``."""
+        """Sample ``batch_size`` images (Algorithm 1); the same draws and result as ``ConsistencyModelPipeline``.
+
+        Without ``num_inference_steps`` and ``timesteps``: the model's :attr:`generate_timesteps`, else
+        one step (``ConsistencyModelPipeline``'s default).
+        """
+        if num_inference_steps is None and timesteps is None:
+            if self.generate_timesteps is None:
+                num_inference_steps = 1
+            else:
+                timesteps = list(self.generate_timesteps)
         self._check_schedule(num_inference_steps, timesteps)
         check_output_type(output_type)
         device, dtype, size = self._execution_device, self.unet.dtype, self.resolution

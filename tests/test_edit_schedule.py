@@ -1,4 +1,5 @@
-"""A model folder's own edit schedule (``cmedit.json``: ``edit_timesteps``), used when none is given."""
+"""A model folder's own schedules (``cmedit.json``: ``edit_timesteps``, ``generate_timesteps``), used when none
+is given."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from cmedit.pipeline import EDIT_CONFIG_NAME
 from conftest import RESOLUTION, tiny_scheduler, tiny_unet
 
 OWN = [26, 22, 18, 14]
+OWN_GENERATE = [14, 0]
 
 
 def tiny_pipe() -> ConsistencyEditPipeline:
@@ -28,10 +30,10 @@ def tiny_pipe() -> ConsistencyEditPipeline:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """A saved tiny model that names its edit schedule."""
+    """A saved tiny model that names its edit and generation schedules."""
     path = tmp_path_factory.mktemp("own_schedule")
     pipe = tiny_pipe()
-    pipe.edit_timesteps = OWN
+    pipe.edit_timesteps, pipe.generate_timesteps = OWN, OWN_GENERATE
     pipe.save_pretrained(path)
     return path
 
@@ -57,22 +59,50 @@ def test_edits_without_a_schedule_take_the_models_own():
     assert pipe.edit_schedule(None, None, 0.5) == (None, [35, 30, 25, 20])
 
 
+def sample(pipe, **schedule) -> torch.Tensor:
+    return pipe.generate(batch_size=2, generator=torch.Generator().manual_seed(3), output_type="pt", **schedule).images
+
+
+def test_generation_without_a_schedule_takes_the_models_own():
+    pipe = tiny_pipe()
+    one_step = sample(pipe)
+    assert torch.equal(one_step, sample(pipe, num_inference_steps=1))  # none of its own: 1 step, as diffusers
+    pipe.generate_timesteps = OWN_GENERATE
+    own = sample(pipe)
+    assert torch.equal(own, sample(pipe, timesteps=OWN_GENERATE)) and not torch.allclose(own, one_step)
+    assert torch.equal(sample(pipe, num_inference_steps=1), one_step)  # an explicit schedule wins
+    assert torch.equal(fill(pipe), fill(pipe, num_inference_steps=4))  # edits keep their own default
+
+
 def test_saved_and_loaded_with_the_folder(folder):
-    assert json.loads((folder / EDIT_CONFIG_NAME).read_text()) == {"edit_timesteps": OWN}
-    assert load_pipeline(folder).edit_timesteps == OWN
-    assert ConsistencyEditPipeline.from_pretrained(folder).edit_timesteps == OWN
+    both = {"edit_timesteps": OWN, "generate_timesteps": OWN_GENERATE}
+    assert json.loads((folder / EDIT_CONFIG_NAME).read_text()) == both
+    for pipe in (load_pipeline(folder), ConsistencyEditPipeline.from_pretrained(folder)):
+        assert (pipe.edit_timesteps, pipe.generate_timesteps) == (OWN, OWN_GENERATE)
+
+
+def test_either_key_alone(tmp_path):
+    pipe = tiny_pipe()
+    pipe.generate_timesteps = OWN_GENERATE
+    pipe.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / EDIT_CONFIG_NAME).read_text()) == {"generate_timesteps": OWN_GENERATE}
+    loaded = load_pipeline(tmp_path)
+    assert (loaded.edit_timesteps, loaded.generate_timesteps) == (None, OWN_GENERATE)
 
 
 def test_a_folder_without_one_has_none(tmp_path):
     tiny_pipe().save_pretrained(tmp_path)
     assert not (tmp_path / EDIT_CONFIG_NAME).exists()
-    assert load_pipeline(tmp_path).edit_timesteps is None
+    pipe = load_pipeline(tmp_path)
+    assert pipe.edit_timesteps is None and pipe.generate_timesteps is None
 
 
 def test_the_embedded_model_names_a_schedule_valid_for_it():
     pipe = load_pipeline()
     assert pipe.edit_timesteps is not None
     pipe._check_schedule(None, pipe.edit_timesteps)  # raises if it does not fit the model's grid
+    if pipe.generate_timesteps is not None:
+        pipe._check_schedule(None, pipe.generate_timesteps)
 
 
 @pytest.mark.parametrize("content, message", [
@@ -81,8 +111,11 @@ def test_the_embedded_model_names_a_schedule_valid_for_it():
     ('{"edit_timesteps": []}', "non-empty"),
     ('{"edit_timesteps": "26,22"}', "must be a list"),
     ('{"edit_timesteps": null}', "must be a list"),
-    ('{"steps": 4}', "not a valid edit schedule"),
-    ("not json", "not a valid edit schedule"),
+    ('{"generate_timesteps": [0, 14]}', "strictly descending"),
+    ('{"edit_timesteps": [26, 14], "steps": 4}', "some of edit_timesteps, generate_timesteps"),
+    ('{}', "not a valid schedule file"),
+    ('[26, 14]', "not a valid schedule file"),
+    ("not json", "not a valid schedule file"),
 ])
 def test_a_bad_schedule_is_one_clear_error(tmp_path, content, message):
     tiny_pipe().save_pretrained(tmp_path)
@@ -116,3 +149,13 @@ def test_eval_records_the_schedule_it_used(folder):
     results = evaluate(pipe, images, seeds=(0,), tasks=("sr4",))
     assert results["config"]["timesteps"] == OWN and results["config"]["num_inference_steps"] is None
     assert results["tasks"]["sr4"]["methods"]["cmedit"]["nfe"]["mean"] == len(OWN)
+
+
+def test_cli_generate_uses_it_unless_told_otherwise(folder, tmp_path):
+    outputs = {}
+    for name, schedule in (("default", []), ("own", ["--timesteps", "14,0"]), ("one", ["--steps", "1"])):
+        result = CliRunner().invoke(main, ["generate", "--model", str(folder), "--seed", "0", "-q",
+                                           "-o", str(tmp_path / f"{name}.png"), *schedule])
+        assert result.exit_code == 0, result.output
+        outputs[name] = np.asarray(Image.open(tmp_path / f"{name}.png"))
+    assert (outputs["default"] == outputs["own"]).all() and not (outputs["default"] == outputs["one"]).all()

@@ -24,7 +24,10 @@ Examples:
 @model_options
 def generate(num_images, batch_size, output, model, steps, timesteps, seed, device, dtype, class_label,
              num_samples, compile_unet, channels_last, max_batch, overwrite, quiet) -> None:
-    """Sample new images from the model in 1 step (default) or a few (--steps, --timesteps)."""
+    """Sample new images from the model in one step or a few (--steps, --timesteps).
+
+    Default: the model folder's own schedule (generate_timesteps in its cmedit.json), else 1 step.
+    """
     from ..image_files import check_output_path, write_image
 
     count = num_images * num_samples
@@ -42,7 +45,7 @@ def generate(num_images, batch_size, output, model, steps, timesteps, seed, devi
         for start in range(0, count, batch_size):
             images = pipe.generate(batch_size=min(batch_size, count - start), class_labels=class_label,
                                    generator=generator, output_type="np",
-                                   **schedule_kwargs(steps, timesteps, 1)).images
+                                   **schedule_kwargs(steps, timesteps)).images
             for path, rgb in zip(paths[start:], images):
                 write_image(path, rgb)
                 if not quiet:

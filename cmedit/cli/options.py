@@ -80,9 +80,10 @@ def model_options(command: Callable) -> Callable:
                      help="Number of equally spaced sampling steps (network evaluations)."),
         click.option("--timesteps", callback=parse_timesteps, metavar="T1,T2,...",
                      help="Explicit descending indices into the model's noise grid, e.g. 22,0 "
-                          "(overrides --steps; default for a released model: the paper's 2-step choice; "
-                          "for edits with a model folder that names one in its cmedit.json, such as the "
-                          "embedded model: that schedule; else 4 steps)."),
+                          "(overrides --steps). Default: for a released model, the paper's 2-step choice; "
+                          "for a model folder that names one in its cmedit.json (edit_timesteps, "
+                          "generate_timesteps), such as the embedded model, that schedule; else 4 steps for "
+                          "edits and 1 for generate."),
         click.option("--seed", type=int, default=None,
                      help="Random seed; a random one is drawn and printed when not given."),
         click.option("--device", default="auto", show_default=True,
@@ -195,17 +196,16 @@ class ModelLoader:
         return self._pipe
 
 
-def schedule_kwargs(steps: int | None, timesteps: list[int] | None, default_steps: int | None = None,
-                    strength: float | None = None) -> dict:
+def schedule_kwargs(steps: int | None, timesteps: list[int] | None, strength: float | None = None) -> dict:
     """``num_inference_steps`` / ``timesteps`` (and ``strength``, for edits) for the library call.
 
-    Edits pass no ``default_steps``: without --steps and --timesteps the pipeline then takes the
-    model's own edit schedule (``ConsistencyEditPipeline.edit_timesteps``) or its default steps.
+    Without --steps and --timesteps both are None, and the pipeline takes the model's own schedule
+    (``ConsistencyEditPipeline.edit_timesteps`` / ``generate_timesteps``) or its default.
     """
     kwargs = {} if strength is None else {"strength": strength}
     if timesteps is not None:
         return {"num_inference_steps": None, "timesteps": timesteps, **kwargs}
-    return {"num_inference_steps": steps or default_steps, "timesteps": None, **kwargs}
+    return {"num_inference_steps": steps, "timesteps": None, **kwargs}
 
 
 def strength_option(default: float, help: str) -> Callable:
