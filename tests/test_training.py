@@ -1,6 +1,9 @@
 """Tests for cmedit.training (ECT training loop, schedule, export, exact resume) and `cmedit train` (CPU, tiny UNet)."""
 from __future__ import annotations
 
+import functools
+import json
+import shutil
 import subprocess
 import sys
 
@@ -10,10 +13,12 @@ import torch
 from click.testing import CliRunner
 from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline, UNet2DModel
 
+from cmedit.loading import load_pipeline
 from cmedit.sampler import consistency_function
 from cmedit.training.consistency import ECTSchedule, ect_loss, heun_step, make_scheduler
 from cmedit.training.data import load_group_weights, load_images, random_batch
 from cmedit.training.loop import STATE_FILE, TrainConfig, train
+from cmedit.training.trajectories import weights_digest
 
 TINY = {"channels": (16, 32), "attention": (False, True), "layers_per_block": 1}
 
@@ -293,24 +298,56 @@ def test_cli_train_on_teacher_trajectories(data, tmp_path):
     # the same chunk again, solved from scratch, is the stored one (seeded per chunk)
     from cmedit.training.loop import load_teacher
 
-    again = TrajectorySet.build(tmp_path / "again", load_teacher(str(teacher), torch.zeros(1, 3, 16, 16), "cpu"),
+    again = TrajectorySet.build(tmp_path / "again", load_teacher(str(teacher), torch.zeros(1, 3, 16, 16), "cpu")[0],
                                 1, 3, (3, 16, 16), seed=0, device=torch.device("cpu"), show_progress=False)
     assert torch.equal(again.points, torch.from_numpy(stored["points"]))
     res = CliRunner().invoke(train_cmd, [*common[:-1], "4", "--max-steps", "4", "--run-dir",
                                          str(tmp_path / "student"), "--resume"])
     assert res.exit_code == 1
     assert res.output.strip() == f"Error: {cache}: trajectories on another grid (3 levels); use another --run-dir or the same --teacher-steps"
+    digest = json.loads((cache / "source.json").read_text())["weights"]
+    assert len(digest) == 64 and digest == weights_digest(load_pipeline(teacher).unet)
     other = train(_cfg(data, tmp_path / "other", max_steps=1))
-    for change, made_by in ((["--teacher", str(other)], f"not {other} with seed 0"),
-                            (["--seed", "1"], f"not {teacher} with seed 1")):
+    other_digest = weights_digest(load_pipeline(other).unet)
+    for change, made_by in ((["--teacher", str(other)], f"not {other} (weights {other_digest[:12]}) with seed 0"),
+                            (["--seed", "1"], f"not {teacher} (weights {digest[:12]}) with seed 1")):
         res = CliRunner().invoke(train_cmd, [*common, *change, "--max-steps", "4", "--run-dir",
                                              str(tmp_path / "student"), "--resume"])
         assert res.exit_code == 1
-        assert res.output.strip().endswith(f"Error: {cache}: trajectories of teacher {teacher} with seed 0, "
-                                           f"{made_by}; use another --run-dir"), res.output
+        assert res.output.strip().endswith(f"Error: {cache}: trajectories of teacher {teacher} (weights {digest[:12]}) "
+                                           f"with seed 0, {made_by}; use another --run-dir"), res.output
     res = CliRunner().invoke(train_cmd, [*common[:9], "--teacher-trajectories", "5", "--run-dir", str(tmp_path / "x")])
     assert res.exit_code == 1 and res.output.strip() == "Error: --teacher-trajectories needs --teacher"
     assert not (tmp_path / "x").exists()
+    # the teacher is known by its weights: a copy elsewhere is the same teacher, a folder retrained in place is not
+    shutil.copytree(teacher, tmp_path / "moved")
+    res = CliRunner().invoke(train_cmd, [*common[:-6], "--teacher", str(tmp_path / "moved"), *common[-4:],
+                                         "--max-steps", "4", "--run-dir", str(tmp_path / "student"), "--resume"])
+    assert res.exit_code == 0, res.output
+    assert (cache / "chunk0000.npz").stat().st_mtime_ns == before
+    shutil.rmtree(teacher)
+    shutil.copytree(other, teacher)
+    res = CliRunner().invoke(train_cmd, [*common, "--max-steps", "5", "--run-dir", str(tmp_path / "student"),
+                                         "--resume"])
+    assert res.exit_code == 1 and f"not {teacher} (weights {other_digest[:12]})" in res.output, res.output
+
+
+def test_a_trajectory_cache_without_weights_is_matched_by_name(tmp_path):
+    """Caches written before source.json recorded the weights: the same name is adopted (and the weights recorded)."""
+    from cmedit.training.trajectories import TrajectorySet
+
+    teacher = lambda x, sigma: torch.zeros_like(x)  # noqa: E731
+    build = functools.partial(TrajectorySet.build, tmp_path, teacher, 1, 3, (3, 8, 8), seed=0,
+                              device=torch.device("cpu"), show_progress=False)
+    build(source="a")
+    (tmp_path / "source.json").write_text(json.dumps({"teacher": "a", "seed": 0}) + "\n")
+    with pytest.raises(ValueError, match="trajectories of teacher a with seed 0, not b \\(weights 0123456789ab\\)"):
+        build(source="b", weights="0123456789abcdef")
+    assert len(build(source="a", weights="0123456789abcdef")) == 128
+    assert json.loads((tmp_path / "source.json").read_text()) == {"teacher": "a", "seed": 0,
+                                                                  "weights": "0123456789abcdef"}
+    with pytest.raises(ValueError, match="not a \\(weights fedcba987654\\)"):
+        build(source="a", weights="fedcba9876543210")
 
 
 def test_cli_train_trajectories_with_an_anchor(data, tmp_path):

@@ -63,7 +63,8 @@ Example:
                    "targets of the consistency stages, instead of the data's noise (stage 0 is unchanged).")
 @click.option("--teacher-trajectories", type=click.IntRange(0), default=0, show_default=True,
               help="With --teacher: solve this many of the teacher's ODE trajectories first (stored in "
-                   "RUN_DIR/trajectories, in chunks of 128, reused on --resume) and train the model to map "
+                   "RUN_DIR/trajectories, in chunks of 128, reused on --resume and by runs with the same teacher "
+                   "weights and seed) and train the model to map "
                    "every point of them to its end, instead of ECT's curriculum.")
 @click.option("--teacher-steps", type=click.IntRange(2), default=18, show_default=True,
               help="Levels of each stored trajectory (Heun steps on the Karras grid, 2 evaluations each).")

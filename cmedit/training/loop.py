@@ -30,7 +30,8 @@ from tqdm.auto import tqdm
 from cmedit.training.consistency import Denoiser, ECTSchedule, ect_loss, make_scheduler, unet_denoiser
 from cmedit.training.data import load_group_weights, load_images, random_batch
 from cmedit.training.model import count_parameters, make_preset, make_unet
-from cmedit.training.trajectories import TrajectorySet, anchor_batch, trajectory_loss, trajectory_sigmas
+from cmedit.training.trajectories import (TrajectorySet, anchor_batch, trajectory_loss, trajectory_sigmas,
+                                        weights_digest)
 
 STATE_FILE = "training_state.pt"
 EXPORT_DIR = "export"
@@ -117,8 +118,13 @@ def _save_state(path: Path, step: int, model, optimizer, lr_sched, ema: EMAModel
     os.replace(path.with_suffix(".tmp"), path)
 
 
-def load_teacher(source: str, images: torch.Tensor, device: torch.device, role: str = "teacher") -> Denoiser:
-    """A frozen model as a denoiser (a teacher, or an anchor); it must take the training images without labels."""
+def load_teacher(
+    source: str, images: torch.Tensor, device: torch.device, role: str = "teacher"
+) -> tuple[Denoiser, str]:
+    """A frozen model as a denoiser (a teacher, or an anchor), and its ``weights_digest``.
+
+    It must take the training images without labels.
+    """
     from cmedit.loading import load_pipeline
 
     teacher = load_pipeline(source, device=device)
@@ -132,7 +138,7 @@ def load_teacher(source: str, images: torch.Tensor, device: torch.device, role: 
         raise ValueError(f"{role} {source}: {t_cfg.in_channels} channels at {t_cfg.sample_size} px, "
                          f"the training images are {channels} channels at {size} px")
     teacher.unet.requires_grad_(False).eval()
-    return unet_denoiser(teacher.unet, teacher.scheduler)
+    return unet_denoiser(teacher.unet, teacher.scheduler), weights_digest(teacher.unet)
 
 
 class _Stop(Exception):
@@ -175,8 +181,9 @@ def train(cfg: TrainConfig) -> Path:
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cfg.device == "cpu")
     images = load_images(cfg.data, size=cfg.resolution)
     weights = None if cfg.groups is None else load_group_weights(cfg.groups, len(images))
-    teacher = None if cfg.teacher is None else load_teacher(cfg.teacher, images, accelerator.device)
-    anchor = None if cfg.anchor is None else load_teacher(cfg.anchor, images, accelerator.device, role="anchor")
+    teacher, teacher_digest = (None, None) if cfg.teacher is None else load_teacher(cfg.teacher, images,
+                                                                                     accelerator.device)
+    anchor = None if cfg.anchor is None else load_teacher(cfg.anchor, images, accelerator.device, role="anchor")[0]
     run_dir = Path(cfg.run_dir)  # created only once the data (and teacher) have loaded
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / STATE_FILE
@@ -229,7 +236,7 @@ def train(cfg: TrainConfig) -> Path:
             trajectories = TrajectorySet.build(
                 run_dir / "trajectories", teacher, cfg.teacher_trajectories, cfg.teacher_steps,
                 tuple(images.shape[1:]), cfg.seed, accelerator.device, accelerator.autocast,
-                show_progress=accelerator.is_main_process, source=cfg.teacher)
+                show_progress=accelerator.is_main_process, source=cfg.teacher, weights=teacher_digest)
 
     if accelerator.is_main_process:
         print(f"model {cfg.preset}: {count_parameters(unwrapped) / 1e6:.2f}M params; {len(images)} images"

@@ -11,13 +11,15 @@ from the student itself, so no error of the student feeds back into its own trai
 that the teacher's ODE is solved for every stored trajectory up front.
 
 Cache layout (``run_dir/trajectories/``): ``sigmas.npy`` (the grid, float32), ``source.json`` (the
-teacher and the seed) and ``chunk0000.npz``, ... with ``points`` (B, K, C, H, W) and ``ends``
+teacher's name and the digest of its weights, and the seed) and ``chunk0000.npz``, ... with ``points`` (B, K, C, H, W) and ``ends``
 (B, C, H, W), float16; chunk ``c`` starts from the noise of
 ``torch.Generator().manual_seed(seed * 1_000_000 + 100_000 + c)``. Existing chunks are kept, so an
-interrupted run resumes its cache; another grid, teacher or seed is refused.
+interrupted run resumes its cache; another grid, teacher or seed is refused. The teacher is recognised
+by its weights, not by its path: a moved copy is the same teacher, a folder retrained in place is not.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -39,6 +41,20 @@ CHUNK = 128
 def trajectory_sigmas(num_levels: int) -> torch.Tensor:
     """The teacher's grid: the Karras levels of a ``num_levels``-step scheduler, sigma_max first, float32."""
     return make_scheduler(num_levels).sigmas.float()
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """The sha256 (hex) of a module's state: names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _named(teacher: str | None, digest: str | None) -> str:
+    return f"{teacher}" if digest is None else f"{teacher} (weights {digest[:12]})"
 
 
 def chunk_seed(seed: int, chunk: int) -> int:
@@ -110,12 +126,15 @@ class TrajectorySet:
         autocast: Callable[[], AbstractContextManager] = nullcontext,
         show_progress: bool = True,
         source: str | None = None,
+        weights: str | None = None,
     ) -> TrajectorySet:
         """Solve (or reuse from ``cache``) ``count`` trajectories rounded up to whole chunks, and load them.
 
         ``autocast``: a factory of the context the teacher runs in (e.g. ``accelerator.autocast``).
-        ``source``: the teacher's name (e.g. its folder), recorded with the seed in ``source.json``; a
-        cache made by another teacher or seed is refused (one without ``source.json`` adopts these).
+        ``source``: the teacher's name (e.g. its folder) and ``weights``: its :func:`weights_digest`,
+        recorded with the seed in ``source.json``. A cache of other weights or another seed is refused;
+        one without ``source.json`` adopts these, and one that records no weights (older caches) is
+        matched by name and then records them.
         """
         sigmas = trajectory_sigmas(num_levels)
         cache.mkdir(parents=True, exist_ok=True)
@@ -127,14 +146,16 @@ class TrajectorySet:
                                  "use another --run-dir or the same --teacher-steps")
         else:
             np.save(grid_file, sigmas.numpy())
-        source_file, made_by = cache / "source.json", {"teacher": source, "seed": seed}
-        if source_file.exists():
-            stored = json.loads(source_file.read_text())
-            if stored != made_by:
-                raise ValueError(f"{cache}: trajectories of teacher {stored['teacher']} with seed {stored['seed']}, "
-                                 f"not {source} with seed {seed}; use another --run-dir")
-        else:
-            source_file.write_text(json.dumps(made_by) + "\n")
+        source_file, made_by = cache / "source.json", {"teacher": source, "weights": weights, "seed": seed}
+        stored = json.loads(source_file.read_text()) if source_file.exists() else made_by
+        same = ("weights" in stored and stored["weights"] == weights
+                or "weights" not in stored and stored["teacher"] == source)
+        if not same or stored["seed"] != seed:
+            raise ValueError(f"{cache}: trajectories of teacher {_named(stored['teacher'], stored.get('weights'))} "
+                             f"with seed {stored['seed']}, not {_named(source, weights)} with seed {seed}; "
+                             "use another --run-dir")
+        if stored.get("weights") != weights or not source_file.exists():
+            source_file.write_text(json.dumps({**stored, "weights": weights}) + "\n")
         sigma_min = make_scheduler().config.sigma_min
         chunks = math.ceil(count / CHUNK)
         todo = [c for c in range(chunks) if not (cache / f"chunk{c:04d}.npz").exists()]
