@@ -53,8 +53,8 @@ def load_pipeline(
     ``model=None`` loads the embedded default model. A local folder needs no ``model_index.json``
     (its two subfolders suffice); its ``cmedit.json``, if any, gives the default schedules
     (``ConsistencyEditPipeline.edit_timesteps``, ``generate_timesteps``). Anything that is not a
-    ``UNet2DModel`` with a ``CMStochasticIterativeScheduler`` raises ``ModelLoadError``; so does a hub model that cannot be
-    downloaded (the message says where a local copy goes).
+    ``UNet2DModel`` with a ``CMStochasticIterativeScheduler`` raises ``ModelLoadError``; so does a hub
+    model that cannot be downloaded (the message says where a local copy goes).
     """
     from diffusers import CMStochasticIterativeScheduler, UNet2DModel
 

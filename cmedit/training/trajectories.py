@@ -11,8 +11,8 @@ from the student itself, so no error of the student feeds back into its own trai
 that the teacher's ODE is solved for every stored trajectory up front.
 
 Cache layout (``run_dir/trajectories/``): ``sigmas.npy`` (the grid, float32), ``source.json`` (the
-teacher's name and the digest of its weights, and the seed) and ``chunk0000.npz``, ... with ``points`` (B, K, C, H, W) and ``ends``
-(B, C, H, W), float16; chunk ``c`` starts from the noise of
+teacher's name and the digest of its weights, and the seed) and ``chunk0000.npz``, ... with
+``points`` (B, K, C, H, W) and ``ends`` (B, C, H, W), float16; chunk ``c`` starts from the noise of
 ``torch.Generator().manual_seed(seed * 1_000_000 + 100_000 + c)``. Existing chunks are kept, so an
 interrupted run resumes its cache; another grid, teacher or seed is refused. The teacher is recognised
 by its weights, not by its path: a moved copy is the same teacher, a folder retrained in place is not.
