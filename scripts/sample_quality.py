@@ -12,6 +12,10 @@ default model draws designs equally), next to two rows of real images for scale:
 base designs (150), and the training base designs (a random half against the other half). FD
 grows as the count falls, so compare FD only between rows of equal count; KID is unbiased, so it
 compares across counts (with more spread for fewer images).
+
+``measure --trajectories RUN_DIR/trajectories`` also scores the ends of a trajectory cache (``cmedit
+train --teacher-trajectories``): the teacher's own ODE samples, which a student trained on them
+approaches at best.
 """
 
 from __future__ import annotations
@@ -97,6 +101,13 @@ def measure(args: argparse.Namespace) -> None:
     half = len(reference) // 2
     score("train base, half vs half", reference[halves[:half]], against=reference[halves[half:]])
     score("held-out base designs", heldout)
+    if args.trajectories:
+        cache = Path(args.trajectories)
+        ends = [np.load(chunk)["ends"] for chunk in sorted(cache.glob("chunk*.npz"))]
+        if not ends:
+            raise SystemExit(f"{cache}: no chunk*.npz files")
+        ends = torch.from_numpy(np.concatenate(ends)[:args.num_samples]).float().add(1).div(2).clamp(0, 1)
+        score(f"ODE ends {cache.parent.name}", ends)
     for schedule in args.timesteps:
         timesteps = [int(t) for t in schedule.split(",")]
         start = time.perf_counter()
@@ -105,7 +116,8 @@ def measure(args: argparse.Namespace) -> None:
         rows[-1]["seconds"] = round(time.perf_counter() - start, 1)
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "model": args.model or "default", "features": args.features, "seed": args.seed,
+            "model": args.model or "default", "trajectories": args.trajectories,
+            "features": args.features, "seed": args.seed,
             "reference": f"{len(reference)} training base designs", "rows": rows,
             "torch": torch.__version__,
         }, indent=2) + "\n")
@@ -128,6 +140,8 @@ def main() -> None:
     p.add_argument("--model", default=None, help="model folder (default: the embedded model)")
     p.add_argument("--timesteps", action="append", default=[],
                    help="one schedule, e.g. 0 (one step) or 22,0; repeat the option to compare several")
+    p.add_argument("--trajectories", default=None, metavar="DIR",
+                   help="also score the first --num-samples ends of this trajectory cache (RUN_DIR/trajectories)")
     p.add_argument("--num-samples", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--json", default=None, help="also write the rows here")
