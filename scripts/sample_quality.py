@@ -14,8 +14,8 @@ grows as the count falls, so compare FD only between rows of equal count; KID is
 compares across counts (with more spread for fewer images).
 
 ``measure --trajectories RUN_DIR/trajectories`` also scores the ends of a trajectory cache (``cmedit
-train --teacher-trajectories``): the teacher's own ODE samples, which a student trained on them
-approaches at best.
+train --teacher-trajectories``): the teacher's own ODE samples, the targets a student trained on
+them regresses onto.
 """
 
 from __future__ import annotations
@@ -103,9 +103,9 @@ def measure(args: argparse.Namespace) -> None:
     score("held-out base designs", heldout)
     if args.trajectories:
         cache = Path(args.trajectories)
-        ends = [np.load(chunk)["ends"] for chunk in sorted(cache.glob("chunk*.npz"))]
+        ends = [np.load(chunk)["ends"] for chunk in sorted(cache.glob("chunk[0-9][0-9][0-9][0-9].npz"))]
         if not ends:
-            raise SystemExit(f"{cache}: no chunk*.npz files")
+            raise SystemExit(f"{cache}: no trajectory chunks (chunk0000.npz, ...)")
         ends = torch.from_numpy(np.concatenate(ends)[:args.num_samples]).float().add(1).div(2).clamp(0, 1)
         score(f"ODE ends {cache.parent.name}", ends)
     for schedule in args.timesteps:
