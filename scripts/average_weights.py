@@ -16,9 +16,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file, save_file
 
-WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
+WEIGHTS = Path("unet") / SAFETENSORS_WEIGHTS_NAME
 
 
 def main(argv: list[str] | None = None) -> None:

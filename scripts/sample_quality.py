@@ -37,6 +37,7 @@ from cmedit.sample_quality import (
     top_k_accuracy,
     train_feature_net,
 )
+from cmedit.training.trajectories import chunk_file
 
 FEATURES = "checkpoints/twemoji32_features"
 
@@ -103,7 +104,9 @@ def measure(args: argparse.Namespace) -> None:
     score("held-out base designs", heldout)
     if args.trajectories:
         cache = Path(args.trajectories)
-        ends = [np.load(chunk)["ends"] for chunk in sorted(cache.glob("chunk[0-9][0-9][0-9][0-9].npz"))]
+        ends = []
+        while chunk_file(cache, len(ends)).exists():
+            ends.append(np.load(chunk_file(cache, len(ends)))["ends"])
         if not ends:
             raise SystemExit(f"{cache}: no trajectory chunks (chunk0000.npz, ...)")
         ends = torch.from_numpy(np.concatenate(ends)[:args.num_samples]).float().add(1).div(2).clamp(0, 1)

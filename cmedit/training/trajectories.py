@@ -57,6 +57,11 @@ def _named(teacher: str | None, digest: str | None) -> str:
     return f"{teacher}" if digest is None else f"{teacher} (weights {digest[:12]})"
 
 
+def chunk_file(cache: Path, chunk: int) -> Path:
+    """Where a cache keeps its finished chunk ``chunk`` (a solve writes ``.tmp.npz`` first)."""
+    return cache / f"chunk{chunk:04d}.npz"
+
+
 def chunk_seed(seed: int, chunk: int) -> int:
     """The seed of chunk ``chunk``'s starting noise in a run with seed ``seed``."""
     return seed * 1_000_000 + 100_000 + chunk
@@ -158,15 +163,15 @@ class TrajectorySet:
             source_file.write_text(json.dumps({**stored, "weights": weights}) + "\n")
         sigma_min = make_scheduler().config.sigma_min
         chunks = math.ceil(count / CHUNK)
-        todo = [c for c in range(chunks) if not (cache / f"chunk{c:04d}.npz").exists()]
+        todo = [c for c in range(chunks) if not chunk_file(cache, c).exists()]
         for c in tqdm(todo, desc="teacher trajectories", unit="chunk", disable=not show_progress or not todo):
             noise = torch.randn((CHUNK, *image_shape), generator=torch.Generator().manual_seed(chunk_seed(seed, c)))
             with autocast():
                 points, ends = solve_trajectories(teacher, noise.to(device), sigmas, sigma_min)
-            tmp = cache / f"chunk{c:04d}.tmp.npz"
+            tmp = chunk_file(cache, c).with_suffix(".tmp.npz")
             np.savez(tmp, points=points.half().cpu().numpy(), ends=ends.half().cpu().numpy())
-            tmp.replace(cache / f"chunk{c:04d}.npz")
-        files = [np.load(cache / f"chunk{c:04d}.npz") for c in range(chunks)]
+            tmp.replace(chunk_file(cache, c))
+        files = [np.load(chunk_file(cache, c)) for c in range(chunks)]
         points = torch.from_numpy(np.concatenate([f["points"] for f in files]))
         ends = torch.from_numpy(np.concatenate([f["ends"] for f in files]))
         if points.shape[1:] != (num_levels, *image_shape):
