@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model folder (default: the embedded model)")
     parser.add_argument("--heldout", default="samples/heldout", help="folder of held-out PNGs")
     parser.add_argument("--out", default="docs/default_model")
-    parser.add_argument("--timesteps", default="14,0",
+    parser.add_argument("--timesteps", default="18,0",
                         help="2-step schedule of the sample grid (MODEL_CARD.md, \"Sample quality\")")
     parser.add_argument("--edit-timesteps", default=None,
                         help="schedule of the edit figure (default: the model's edit default, as the CLI)")
