@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file
 
 from cmedit import ConsistencyEditPipeline, load_pipeline
 from conftest import tiny_scheduler, tiny_unet
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"
-WEIGHTS = Path("unet") / "diffusion_pytorch_model.safetensors"
+WEIGHTS = Path("unet") / SAFETENSORS_WEIGHTS_NAME
 
 
 def run(*args) -> subprocess.CompletedProcess:
