@@ -4,7 +4,7 @@
 # Run from the repository root with data/ from scripts/prepare_twemoji.py:
 #   OUT=/tmp/gpu_out bash scripts/gpu_session.sh
 # The defaults are session 3's run from scratch. Sessions 8 and 13 (MODEL_CARD.md) continued the committed
-# denoiser; session 13's command (570 s on an H200, all three phases):
+# denoiser; session 13's command (570 s on an H200, all three phases; step 7,725 was committed then):
 #   PRETRAIN_FROM=checkpoints/twemoji32_stage0 PRETRAIN_FROM_STEP=7725 PRETRAIN_MINUTES=3.6 TUNE_MINUTES=2.0 \
 #     MAX_STAGE=6 KEEP_STAGES=6 TRAJ_MINUTES=1.0 TRAJECTORIES=16384 TRAJ_ANCHOR_BELOW=10 bash scripts/gpu_session.sh
 # The committed denoiser is now that run's (PRETRAIN_FROM_STEP=11219; checkpoints/README.md).
