@@ -13,6 +13,10 @@ base designs (150), and the training base designs (a random half against the oth
 grows as the count falls, so compare FD only between rows of equal count; KID is unbiased, so it
 compares across counts (with more spread for fewer images).
 
+``measure --low-model M2`` evaluates the levels below ``--split`` (sigma 10) with another model, from
+the same noise: with one model's first step and another's later ones, it shows which levels decide a
+schedule's sample quality.
+
 ``measure --trajectories RUN_DIR/trajectories`` also scores the ends of a trajectory cache (``cmedit
 train --teacher-trajectories``): the teacher's own ODE samples, the targets a student trained on
 them regresses onto.
@@ -29,7 +33,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from diffusers.utils.torch_utils import randn_tensor
+
 from cmedit.sample_quality import (
+    LevelSplitUNet,
     load_feature_net,
     sample_scores,
     save_feature_net,
@@ -37,6 +44,7 @@ from cmedit.sample_quality import (
     top_k_accuracy,
     train_feature_net,
 )
+from cmedit.sampler import sample
 from cmedit.training.trajectories import chunk_file
 
 FEATURES = "checkpoints/twemoji32_features"
@@ -66,14 +74,27 @@ def train(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
-def generate(pipe, timesteps: list[int], num_samples: int, seed: int, batch_size: int) -> torch.Tensor:
-    """``num_samples`` samples in ``[0, 1]``, ``(N, 3, H, W)``, from one seeded generator."""
+def generate(pipe, timesteps: list[int], num_samples: int, seed: int, batch_size: int,
+             low_unet=None, split: float = 10.0) -> torch.Tensor:
+    """``num_samples`` samples in ``[0, 1]``, ``(N, 3, H, W)``, from one seeded generator.
+
+    With ``low_unet``: levels below ``split`` are evaluated by it instead (:class:`LevelSplitUNet`),
+    from the same noise and draws as ``pipe.generate``.
+    """
     generator = torch.Generator().manual_seed(seed)
     batches = []
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
-        batches.append(pipe.generate(batch_size=n, generator=generator, output_type="pt",
-                                     num_inference_steps=None, timesteps=timesteps).images)
+        if low_unet is None:
+            batches.append(pipe.generate(batch_size=n, generator=generator, output_type="pt",
+                                         num_inference_steps=None, timesteps=timesteps).images)
+            continue
+        scheduler, size = pipe.scheduler, pipe.resolution
+        with torch.inference_mode():
+            x = randn_tensor((n, 3, size, size), generator=generator) * scheduler.init_noise_sigma
+            scheduler.set_timesteps(timesteps=timesteps)
+            x = sample(LevelSplitUNet(pipe.unet, low_unet, split), scheduler, x, generator=generator)
+        batches.append(x.add(1).div(2).clamp(0, 1))
     return torch.cat(batches)
 
 
@@ -89,6 +110,7 @@ def measure(args: argparse.Namespace) -> None:
     net = load_feature_net(args.features)
     pipe = load_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
+    low_unet = load_pipeline(args.low_model).unet if args.low_model else None
 
     rows = []
 
@@ -114,12 +136,13 @@ def measure(args: argparse.Namespace) -> None:
     for schedule in args.timesteps:
         timesteps = [int(t) for t in schedule.split(",")]
         start = time.perf_counter()
-        samples = generate(pipe, timesteps, args.num_samples, args.seed, args.batch_size)
-        score(f"timesteps {schedule}", samples)
+        samples = generate(pipe, timesteps, args.num_samples, args.seed, args.batch_size, low_unet, args.split)
+        score(f"timesteps {schedule}" + (f" low {args.split:g}" if low_unet is not None else ""), samples)
         rows[-1]["seconds"] = round(time.perf_counter() - start, 1)
     if args.json:
         Path(args.json).write_text(json.dumps({
             "model": args.model or "default", "trajectories": args.trajectories,
+            "low_model": args.low_model, "split": args.split if args.low_model else None,
             "features": args.features, "seed": args.seed,
             "reference": f"{len(reference)} training base designs", "rows": rows,
             "torch": torch.__version__,
@@ -145,6 +168,10 @@ def main() -> None:
                    help="one schedule, e.g. 0 (one step) or 22,0; repeat the option to compare several")
     p.add_argument("--trajectories", default=None, metavar="DIR",
                    help="also score the first --num-samples ends of this trajectory cache (RUN_DIR/trajectories)")
+    p.add_argument("--low-model", default=None, metavar="DIR",
+                   help="evaluate the levels below --split with this model (a diagnostic: which levels decide "
+                        "a schedule's quality); --model evaluates the others")
+    p.add_argument("--split", type=float, default=10.0, help="the sigma that splits the levels for --low-model")
     p.add_argument("--num-samples", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--json", default=None, help="also write the rows here")

@@ -1,4 +1,5 @@
-"""``cmedit.sample_quality``: the feature network learns, the distances order image sets, weights round-trip."""
+"""``cmedit.sample_quality``: the feature network learns, the distances order image sets, weights round-trip,
+the level split runs each network on its own levels."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import torch
 
 pytest.importorskip("torchmetrics")
 
-from cmedit.sample_quality import (FeatureNet, load_feature_net, sample_scores, save_feature_net, to_tensor,
-                                   top_k_accuracy, train_feature_net)
+from conftest import tiny_scheduler, tiny_unet
+from diffusers.utils.torch_utils import randn_tensor
+
+from cmedit.sample_quality import (FeatureNet, LevelSplitUNet, load_feature_net, sample_scores, save_feature_net,
+                                   to_tensor, top_k_accuracy, train_feature_net)
+from cmedit.sampler import sample
 
 SIZE = 16
 
@@ -86,3 +91,29 @@ def test_bad_inputs_are_refused():
         train_feature_net(images, labels + 5, num_classes=2, epochs=1, width=8, progress=False)
     with pytest.raises(ValueError, match="as many labels"):
         train_feature_net(images, labels[:2], num_classes=2, epochs=1, width=8, progress=False)
+
+
+def test_level_split_runs_each_network_on_its_own_levels():
+    high, low = tiny_unet(seed=1), tiny_unet(seed=2)
+    calls = []
+    for name, network in (("high", high), ("low", low)):
+        network.register_forward_hook(lambda module, args, output, name=name: calls.append((name, float(args[1]))))
+    scheduler = tiny_scheduler()
+
+    def run(unet, timesteps):
+        scheduler.set_timesteps(timesteps=timesteps)
+        generator = torch.Generator().manual_seed(0)
+        x = randn_tensor((2, 3, 16, 16), generator=generator) * scheduler.init_noise_sigma
+        return sample(unet, scheduler, x, generator=generator)
+
+    split = LevelSplitUNet(high, low, split=10.0)
+    both = run(split, [30, 0])  # levels 0 then 30 of the 40-level grid: sigma 80, then 0.131
+    assert [name for name, _ in calls] == ["high", "low"]
+    sigmas = [np.exp(t / 250) for _, t in calls]
+    assert sigmas[0] >= 10 > sigmas[1]
+    # The same as running the high network alone when the split is below every level, and the low one above.
+    torch.testing.assert_close(run(LevelSplitUNet(high, low, split=1e-3), [30, 0]), run(high, [30, 0]))
+    torch.testing.assert_close(run(LevelSplitUNet(high, low, split=100.0), [30, 0]), run(low, [30, 0]))
+    assert not torch.allclose(both, run(high, [30, 0]))
+    with pytest.raises(ValueError, match="positive"):
+        LevelSplitUNet(high, low, split=0)
