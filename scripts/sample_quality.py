@@ -32,7 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from diffusers.utils.torch_utils import randn_tensor
 
 from cmedit.sample_quality import (
@@ -91,7 +90,7 @@ def generate(pipe, timesteps: list[int], num_samples: int, seed: int, batch_size
             continue
         scheduler, size = pipe.scheduler, pipe.resolution
         with torch.inference_mode():
-            x = randn_tensor((n, 3, size, size), generator=generator) * scheduler.init_noise_sigma
+            x = randn_tensor((n, pipe.unet.config.in_channels, size, size), generator=generator) * scheduler.init_noise_sigma
             scheduler.set_timesteps(timesteps=timesteps)
             x = sample(LevelSplitUNet(pipe.unet, low_unet, split), scheduler, x, generator=generator)
         batches.append(x.add(1).div(2).clamp(0, 1))
