@@ -82,18 +82,19 @@ def generate(pipe, timesteps: list[int], num_samples: int, seed: int, batch_size
     """
     generator = torch.Generator().manual_seed(seed)
     batches = []
+    if low_unet is not None:
+        unet, scheduler = LevelSplitUNet(pipe.unet, low_unet, split), pipe.scheduler
+        channels, size = pipe.unet.config.in_channels, pipe.resolution
     for start in range(0, num_samples, batch_size):
         n = min(batch_size, num_samples - start)
         if low_unet is None:
             batches.append(pipe.generate(batch_size=n, generator=generator, output_type="pt",
                                          num_inference_steps=None, timesteps=timesteps).images)
             continue
-        scheduler, size = pipe.scheduler, pipe.resolution
         with torch.inference_mode():
-            x = randn_tensor((n, pipe.unet.config.in_channels, size, size), generator=generator) * scheduler.init_noise_sigma
+            x = randn_tensor((n, channels, size, size), generator=generator) * scheduler.init_noise_sigma
             scheduler.set_timesteps(timesteps=timesteps)
-            x = sample(LevelSplitUNet(pipe.unet, low_unet, split), scheduler, x, generator=generator)
-        batches.append(x.add(1).div(2).clamp(0, 1))
+            batches.append(sample(unet, scheduler, x, generator=generator).add(1).div(2).clamp(0, 1))
     return torch.cat(batches)
 
 
