@@ -17,7 +17,7 @@ from cmedit.loading import load_pipeline
 from cmedit.sampler import consistency_function
 from cmedit.training.consistency import ECTSchedule, ect_loss, heun_step, make_scheduler
 from cmedit.training.data import load_group_weights, load_images, random_batch
-from cmedit.training.loop import STATE_FILE, TrainConfig, train
+from cmedit.training.loop import STATE_FILE, TrainConfig, lr_factor, train
 from cmedit.training.trajectories import weights_digest
 
 TINY = {"channels": (16, 32), "attention": (False, True), "layers_per_block": 1}
@@ -98,6 +98,37 @@ def test_max_minutes_stops_training_and_exports(data, tmp_path):
     step = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["step"]
     assert 0 < step < 10**6
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_lr_factor_warms_up_then_decays_along_a_half_cosine():
+    cfg = TrainConfig(data="-", warmup_steps=4, max_steps=100, lr_decay_steps=40)
+    assert [lr_factor(c, c, cfg) for c in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    late = [lr_factor(1000, s, cfg) for s in range(101)]
+    assert late[:61] == [1.0] * 61  # constant up to the window's start, step 60
+    assert late[80] == pytest.approx(0.5) and late[100] == pytest.approx(0.0, abs=1e-12)
+    assert all(a > b for a, b in zip(late[60:], late[61:]))  # strictly falling inside the window
+    assert lr_factor(1, 90, cfg) == pytest.approx(0.5 * lr_factor(1000, 90, cfg))  # warm-up times decay
+    cfg.lr_decay_steps = 0
+    assert lr_factor(1000, 99, cfg) == 1.0
+
+
+def test_lr_decay_added_on_resume_equals_a_decayed_run(data, tmp_path):
+    """A run resumed with a decay follows it from its first resumed step (not the stored, constant LR)."""
+    def run(name, max_steps, decay, resume=False):
+        cfg = _cfg(data, tmp_path / name, max_steps, resume)
+        cfg.lr_decay_steps = decay
+        train(cfg)
+        return torch.load(tmp_path / name / STATE_FILE, weights_only=True)
+
+    constant = run("constant", 4, 0)
+    decayed = run("decayed", 4, 3)  # the window starts at step 1: step 3's LR factor is 0.75, step 4's 0.25
+    run("split", 2, 0)
+    split = run("split", 4, 3, resume=True)
+    assert decayed["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert constant["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
+    for k in decayed["model"]:
+        assert torch.equal(decayed["model"][k], split["model"][k]), k
+    assert any(not torch.equal(decayed["model"][k], constant["model"][k]) for k in decayed["model"])
 
 
 def test_resume_without_state_fails(data, tmp_path):
@@ -439,5 +470,9 @@ def test_cli_train_import_is_light_and_validates(data, tmp_path):
                                          "--run-dir", str(tmp_path / "g"), "--max-steps", "1"])
     assert res.exit_code == 1 and res.output.strip() == f"Error: {tmp_path / 'groups.npy'}: 3 group ids for 8 images"
     assert not (tmp_path / "g").exists()
+    res = CliRunner().invoke(train_cmd, [str(data), "--run-dir", str(tmp_path / "d"), "--max-steps", "5",
+                                         "--lr-decay-steps", "6"])
+    assert res.exit_code == 1 and res.output.strip() == "Error: --lr-decay-steps 6 is more than --max-steps 5"
+    assert not (tmp_path / "d").exists()
     res = CliRunner().invoke(train_cmd, ["--help"])
     assert res.exit_code == 0 and "Example" in res.output

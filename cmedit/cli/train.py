@@ -36,6 +36,10 @@ Example:
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-4, show_default=True)
 @click.option("--max-steps", type=click.IntRange(1), default=10_000, show_default=True)
+@click.option("--lr-decay-steps", type=click.IntRange(0), default=0, show_default=True,
+              help="Lower the LR to zero along a half cosine over the last N steps before --max-steps "
+                   "(0: constant after the warm-up). Counted in steps, so a run that --max-minutes stops "
+                   "early ends before its decay does; may be added on --resume.")
 @click.option("--max-minutes", type=click.FloatRange(0, min_open=True), default=None,
               help="Also stop after this many minutes of training (checkpoint and export as at --max-steps).")
 @click.option("--pretrain-steps", type=click.IntRange(0), default=2500, show_default=True,
@@ -77,7 +81,7 @@ Example:
 @click.option("--anchor-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="With --anchor: the share of each batch given to the anchored levels.")
 def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float,
-          max_steps: int, max_minutes: float | None, pretrain_steps: int, stage_steps: int, max_stage: int,
+          max_steps: int, lr_decay_steps: int, max_minutes: float | None, pretrain_steps: int, stage_steps: int, max_stage: int,
           seed: int, device: str, mixed_precision: str, threads: int | None, checkpoint_minutes: float,
           checkpoint_steps: int | None, no_hflip: bool, resume: bool, init_from: Path | None, start_step: int,
           teacher: str | None, teacher_trajectories: int, teacher_steps: int, anchor: str | None,
@@ -93,6 +97,8 @@ def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolutio
         raise click.ClickException("--teacher-trajectories needs --teacher")
     if anchor is not None and not teacher_trajectories:
         raise click.ClickException("--anchor needs --teacher-trajectories")
+    if lr_decay_steps > max_steps:
+        raise click.ClickException(f"--lr-decay-steps {lr_decay_steps} is more than --max-steps {max_steps}")
     if data.is_file() and data.suffix != ".npy":
         raise click.ClickException(f"{data}: expected a .npy file or a folder of images")
     from cmedit.training.consistency import ECTSchedule
@@ -102,7 +108,7 @@ def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolutio
     cfg = TrainConfig(
         data=str(data), groups=None if groups is None else str(groups), run_dir=str(run_dir), preset=preset,
         resolution=resolution, batch_size=batch_size, lr=lr,
-        max_steps=max_steps, max_minutes=max_minutes,
+        max_steps=max_steps, lr_decay_steps=lr_decay_steps, max_minutes=max_minutes,
         schedule=ECTSchedule(pretrain_steps=pretrain_steps, stage_steps=stage_steps, max_stage=max_stage),
         seed=seed, device=device, mixed_precision=mixed_precision, threads=threads,
         checkpoint_minutes=checkpoint_minutes, checkpoint_steps=checkpoint_steps, hflip=not no_hflip, resume=resume,

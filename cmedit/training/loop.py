@@ -11,6 +11,7 @@ Outputs in `run_dir`:
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -51,6 +52,7 @@ class TrainConfig:
     lr: float = 2e-4
     warmup_steps: int = 200
     max_steps: int = 10_000
+    lr_decay_steps: int = 0  # > 0: the LR falls to zero along a half cosine over the last this many steps (`lr_factor`)
     max_minutes: float | None = None  # also stop (checkpoint, export) after this much wall-clock time
     schedule: ECTSchedule = field(default_factory=ECTSchedule)
     ema_max_decay: float = 0.9999
@@ -74,6 +76,20 @@ class TrainConfig:
     anchor_below: float = 10.0  # trajectory levels below this sigma are replaced by the anchor's outputs
     anchor_fraction: float = 0.5  # share of each batch on noised training images with the anchor's targets
     threads: int | None = None
+
+
+def lr_factor(count: int, step: int, cfg: TrainConfig) -> float:
+    """The LR multiplier for the optimizer step after `step` completed training steps.
+
+    A linear warm-up over this optimizer's first `warmup_steps` (`count`: its scheduler steps so far; the warm-up
+    re-runs after `init_from`, which starts a new optimizer), times, with `lr_decay_steps`, a half cosine from 1
+    to 0 over the last `lr_decay_steps` training steps before `max_steps`.
+    """
+    warm = min(1.0, (count + 1) / max(1, cfg.warmup_steps))
+    if not cfg.lr_decay_steps:
+        return warm
+    done = min(max(step - (cfg.max_steps - cfg.lr_decay_steps), 0), cfg.lr_decay_steps) / cfg.lr_decay_steps
+    return warm * 0.5 * (1 + math.cos(math.pi * done))
 
 
 def export_pipeline(unet: UNet2DModel, ema: EMAModel, out_dir: Path) -> ConsistencyModelPipeline:
@@ -162,6 +178,8 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError("teacher trajectories need a teacher")
     if cfg.anchor is not None and not cfg.teacher_trajectories:
         raise ValueError("an anchor model needs teacher trajectories")
+    if cfg.lr_decay_steps > cfg.max_steps:
+        raise ValueError(f"LR decay over {cfg.lr_decay_steps} steps does not fit in {cfg.max_steps} steps")
     n_anchor, min_sigma, anchor_levels = 0, 0.0, None  # min_sigma: trajectory levels at or above it are trained
     if cfg.anchor is not None:
         n_anchor, min_sigma = round(cfg.anchor_fraction * cfg.batch_size), cfg.anchor_below
@@ -199,10 +217,10 @@ def train(cfg: TrainConfig) -> Path:
         "data": torch.Generator().manual_seed(cfg.seed * 1000 + rank),
         "noise": torch.Generator(accelerator.device).manual_seed(cfg.seed * 1000 + 500 + rank),
     }
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps)))
-
     step, state = 0, None
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    # The lambda reads `step` when it is called: each lr_sched.step() sets the LR of the step after `step`.
+    lr_sched = base_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda count: lr_factor(count, step, cfg))
     if cfg.resume:
         if not state_path.exists():
             raise FileNotFoundError(f"--resume: no {state_path}")
@@ -228,6 +246,10 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_rng_state(state["torch_rng"])
         for name, g in gens.items():
             g.set_state(state["rng"][name])
+    # The next step's LR by this run's schedule: a stored state holds its own run's (a decay may be added on
+    # resume), and init_from starts at start_step, perhaps inside the decay.
+    for group, base in zip(optimizer.param_groups, base_sched.base_lrs):
+        group["lr"] = base * lr_factor(base_sched.last_epoch, step, cfg)
     unwrapped = accelerator.unwrap_model(model)
     scheduler = make_scheduler()
     trajectories = None
@@ -281,17 +303,18 @@ def train(cfg: TrainConfig) -> Path:
             if cfg.grad_clip:
                 accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            lr_sched.step()
             optimizer.zero_grad(set_to_none=True)
             ema.step(unwrapped.parameters())
             step += 1
+            lr_sched.step()
 
             now = time.time()
             smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
             ips = cfg.batch_size * accelerator.num_processes / max(now - t_prev, 1e-9)
             t_prev = now
             stage = cfg.schedule.stage(step) if trajectories is None else "-"
-            bar.set_postfix(loss=f"{smooth:.4f}", img_s=f"{ips:.1f}", stage=stage, refresh=False)
+            bar.set_postfix(loss=f"{smooth:.4f}", img_s=f"{ips:.1f}", stage=stage,
+                            lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
             bar.update(1)
             due_steps = cfg.checkpoint_steps is not None and step % cfg.checkpoint_steps == 0
             if due_steps or now - last_ckpt > 60 * cfg.checkpoint_minutes:
