@@ -57,13 +57,14 @@ def test_distances_are_zero_to_itself_and_symmetric(setup):
     assert other[str(b)][1] == pytest.approx(table[str(b)][1], abs=1e-4)  # b's own error from the images
 
 
-def test_bad_input_is_one_line(setup, tmp_path):
+def test_bad_input_fails_cleanly(setup, tmp_path):
+    """A non-zero exit with an error line on stderr, no traceback and no table."""
     (a, _), images = setup
     for args in (["--reference", a, tmp_path / "missing"], ["--reference", a, a, "--sigmas", "0"],
                  ["--reference", a, a, "--images", tmp_path / "none.npy"]):
         result = run(*args, *([] if "--images" in args else ["--images", images]))
         assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
-        assert result.stdout == "", result.stdout
+        assert "error: " in result.stderr.strip().splitlines()[-1] and result.stdout == "", result
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((2, RESOLUTION * 2, RESOLUTION * 2, 3), dtype=np.uint8))
     result = run("--reference", a, a, "--images", wrong)

@@ -81,8 +81,8 @@ Example:
 @click.option("--anchor-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="With --anchor: the share of each batch given to the anchored levels.")
 def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float,
-          max_steps: int, lr_decay_steps: int, max_minutes: float | None, pretrain_steps: int, stage_steps: int, max_stage: int,
-          seed: int, device: str, mixed_precision: str, threads: int | None, checkpoint_minutes: float,
+          max_steps: int, lr_decay_steps: int, max_minutes: float | None, pretrain_steps: int, stage_steps: int,
+          max_stage: int, seed: int, device: str, mixed_precision: str, threads: int | None, checkpoint_minutes: float,
           checkpoint_steps: int | None, no_hflip: bool, resume: bool, init_from: Path | None, start_step: int,
           teacher: str | None, teacher_trajectories: int, teacher_steps: int, anchor: str | None,
           anchor_below: float, anchor_fraction: float) -> None:
