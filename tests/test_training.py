@@ -131,6 +131,20 @@ def test_lr_decay_added_on_resume_equals_a_decayed_run(data, tmp_path):
     assert any(not torch.equal(decayed["model"][k], constant["model"][k]) for k in decayed["model"])
 
 
+def test_lr_on_resume_replaces_the_stored_one_only_when_given(data, tmp_path):
+    def resumed(name, lr):
+        cfg = _cfg(data, tmp_path / name, 2)
+        cfg.lr = 1e-4
+        train(cfg)
+        cfg = _cfg(data, tmp_path / name, 4, resume=True)  # past the 2-step warm-up: factor 1
+        cfg.lr = lr
+        train(cfg)
+        return torch.load(tmp_path / name / STATE_FILE, weights_only=True)["optimizer"]["param_groups"][0]["lr"]
+
+    assert resumed("kept", None) == pytest.approx(1e-4)
+    assert resumed("replaced", 5e-5) == pytest.approx(5e-5)
+
+
 def test_resume_without_state_fails(data, tmp_path):
     with pytest.raises(FileNotFoundError):
         train(_cfg(data, tmp_path / "none", max_steps=1, resume=True))

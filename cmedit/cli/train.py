@@ -34,7 +34,8 @@ Example:
 @click.option("--preset", type=click.Choice(PRESET_NAMES), default="small", show_default=True, help="UNet size.")
 @click.option("--resolution", type=click.IntRange(8), default=32, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-4, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=None,
+              help="Learning rate after the warm-up.  [default: 2e-4; with --resume, the run's own]")
 @click.option("--max-steps", type=click.IntRange(1), default=10_000, show_default=True)
 @click.option("--lr-decay-steps", type=click.IntRange(0), default=0, show_default=True,
               help="Lower the LR to zero along a half cosine over the last N steps before --max-steps "
@@ -80,12 +81,12 @@ Example:
               help="With --anchor: the sigma that splits the trajectory grid's levels.")
 @click.option("--anchor-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="With --anchor: the share of each batch given to the anchored levels.")
-def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolution: int, batch_size: int, lr: float,
-          max_steps: int, lr_decay_steps: int, max_minutes: float | None, pretrain_steps: int, stage_steps: int,
-          max_stage: int, seed: int, device: str, mixed_precision: str, threads: int | None, checkpoint_minutes: float,
-          checkpoint_steps: int | None, no_hflip: bool, resume: bool, init_from: Path | None, start_step: int,
-          teacher: str | None, teacher_trajectories: int, teacher_steps: int, anchor: str | None,
-          anchor_below: float, anchor_fraction: float) -> None:
+def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolution: int, batch_size: int,
+          lr: float | None, max_steps: int, lr_decay_steps: int, max_minutes: float | None, pretrain_steps: int,
+          stage_steps: int, max_stage: int, seed: int, device: str, mixed_precision: str, threads: int | None,
+          checkpoint_minutes: float, checkpoint_steps: int | None, no_hflip: bool, resume: bool,
+          init_from: Path | None, start_step: int, teacher: str | None, teacher_trajectories: int,
+          teacher_steps: int, anchor: str | None, anchor_below: float, anchor_fraction: float) -> None:
     """Click entry point; all work happens in `cmedit.training.loop.train`."""
     if resume and not (run_dir / "training_state.pt").exists():
         raise click.ClickException(f"--resume: {run_dir / 'training_state.pt'} does not exist")

@@ -36,6 +36,7 @@ from cmedit.training.trajectories import (TrajectorySet, anchor_batch, trajector
 
 STATE_FILE = "training_state.pt"
 EXPORT_DIR = "export"
+DEFAULT_LR = 2e-4
 
 
 @dataclass
@@ -49,7 +50,7 @@ class TrainConfig:
     unet_kwargs: dict | None = None  # if set, `make_unet(**unet_kwargs)` instead of the preset
     resolution: int = 32
     batch_size: int = 32
-    lr: float = 2e-4
+    lr: float | None = None  # None: DEFAULT_LR, or on resume the stored run's; a number replaces the stored one
     warmup_steps: int = 200
     max_steps: int = 10_000
     lr_decay_steps: int = 0  # > 0: the LR falls to zero along a half cosine over the last this many steps (`lr_factor`)
@@ -218,7 +219,7 @@ def train(cfg: TrainConfig) -> Path:
         "noise": torch.Generator(accelerator.device).manual_seed(cfg.seed * 1000 + 500 + rank),
     }
     step, state = 0, None
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=DEFAULT_LR if cfg.lr is None else cfg.lr)
     # The lambda reads `step` when it is called: each lr_sched.step() sets the LR of the step after `step`.
     lr_sched = base_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda count: lr_factor(count, step, cfg))
     if cfg.resume:
@@ -243,6 +244,8 @@ def train(cfg: TrainConfig) -> Path:
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         lr_sched.load_state_dict(state["lr_scheduler"])
+        if cfg.lr is not None:  # the stored scheduler brought the stored run's base LR
+            base_sched.base_lrs = [cfg.lr] * len(optimizer.param_groups)
         torch.set_rng_state(state["torch_rng"])
         for name, g in gens.items():
             g.set_state(state["rng"][name])
