@@ -33,7 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.out.exists() and not args.overwrite:
         sys.exit(f"error: {args.out} exists (--overwrite to replace it)")
     unet = UNet2DModel.from_pretrained(args.folder, subfolder="unet")
-    deep = deepen_unet(unet)
+    try:
+        deep = deepen_unet(unet)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
 
     tmp = args.out.with_name(args.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -61,6 +61,24 @@ def test_new_layers_learn():
     assert deep.up_blocks[0].attentions[1].to_out[0].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("unet", [
+    pytest.param(lambda: randomised(UNet2DModel(
+        sample_size=16, block_out_channels=(16, 16), layers_per_block=1, norm_num_groups=4, attention_head_dim=8,
+        down_block_types=("ResnetDownsampleBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "ResnetUpsampleBlock2D"))), id="resnet up- and downsampling, as OpenAI's"),
+])
+def test_resnet_sampling_blocks_deepen_too(unet):
+    test_deepened_unet_computes_the_same_function(unet)
+
+
+def test_skip_blocks_are_refused():
+    unet = UNet2DModel(sample_size=16, block_out_channels=(32, 32), layers_per_block=1, norm_num_groups=4,
+                       attention_head_dim=8, down_block_types=("SkipDownBlock2D", "AttnSkipDownBlock2D"),
+                       up_block_types=("AttnSkipUpBlock2D", "SkipUpBlock2D"))
+    with pytest.raises(ValueError, match="cannot deepen"):
+        deepen_unet(unet)
+
+
 def test_small_preset_deepens_to_base():
     deep = deepen_unet(make_preset("small"))
     deep.load_state_dict(make_preset("base").state_dict())  # same tensors, names and shapes

@@ -56,6 +56,11 @@ def count_parameters(model: UNet2DModel) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+# Blocks whose resnets see the path (and, going up, one skip concatenated after it) and nothing else.
+_DEEPENABLE_BLOCKS = {"DownBlock2D", "AttnDownBlock2D", "ResnetDownsampleBlock2D",
+                      "UpBlock2D", "AttnUpBlock2D", "ResnetUpsampleBlock2D"}
+
+
 @torch.no_grad()
 def deepen_unet(unet: UNet2DModel) -> UNet2DModel:
     """A `UNet2DModel` with one more layer per block that computes the same function as `unet`.
@@ -71,6 +76,10 @@ def deepen_unet(unet: UNet2DModel) -> UNet2DModel:
       its old one, and the old later layers read the same skips as before.
     """
     cfg = dict(unet.config)
+    blocks = set(cfg["down_block_types"]) | set(cfg["up_block_types"])
+    if not blocks <= _DEEPENABLE_BLOCKS:
+        raise ValueError(f"cannot deepen {', '.join(sorted(blocks - _DEEPENABLE_BLOCKS))} blocks; "
+                         f"supported: {', '.join(sorted(_DEEPENABLE_BLOCKS))}")
     layers = cfg["layers_per_block"]
     deep = UNet2DModel.from_config({**cfg, "layers_per_block": layers + 1})
     if unet.dtype != deep.dtype:
