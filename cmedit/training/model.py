@@ -65,8 +65,8 @@ _DEEPENABLE_BLOCKS = {"DownBlock2D", "AttnDownBlock2D", "ResnetDownsampleBlock2D
 def deepen_unet(unet: UNet2DModel) -> UNet2DModel:
     """A `UNet2DModel` with one more layer per block that computes the same function as `unet`.
 
-    Net2Net-style growth (Chen et al. 2016) for a trained model that has run out of capacity: training goes on
-    in the deeper network from exactly where the shallow one stood. Every old tensor is copied; the new layers
+    Net2Net-style growth (Chen et al. 2016), to go on training a model in a larger network: training starts in
+    the deeper network from exactly where the shallow one stood. Every old tensor is copied; the new layers
     start as identities, their last convolution (and a new attention's output projection) zero:
 
     - each down block gets a last resnet (and attention) that passes its input through, so its skip output
