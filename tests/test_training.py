@@ -316,6 +316,20 @@ def test_trajectory_levels_above_a_sigma_and_anchor_batches():
         assert trajectory_loss(unet, scheduler, x_t, t, x0) > 0.1
 
 
+def test_anchor_batch_start_fraction():
+    """A start_fraction of an anchor batch is at the first level (sigma_max for the upper levels), the rest uniform."""
+    from cmedit.training.trajectories import anchor_batch
+
+    levels = make_scheduler().sigmas.float()[:13]
+    x0 = torch.zeros(400, 3, 4, 4)
+    args = (lambda x, sigma: x, x0, levels, torch.Generator().manual_seed(0), torch.Generator().manual_seed(1))
+    assert (anchor_batch(*args, start_fraction=1.0)[1] == levels[0]).all()
+    t = anchor_batch(*args[:3], torch.Generator().manual_seed(0), torch.Generator().manual_seed(1),
+                     start_fraction=0.5)[1]
+    share = (t == levels[0]).float().mean().item()  # expected 0.5 + 0.5 / 13
+    assert 0.42 < share < 0.65 and len(set(t.tolist())) == 13
+
+
 def test_cli_train_on_teacher_trajectories(data, tmp_path):
     """`--teacher-trajectories`: the teacher's ODE is solved into RUN_DIR/trajectories (whole chunks of 128),
     reused on --resume (and on another run with the same grid); without a teacher, or with another grid, one
@@ -410,7 +424,8 @@ def test_cli_train_trajectories_with_an_anchor(data, tmp_path):
     config = torch.load(tmp_path / "student" / STATE_FILE, weights_only=True)["config"]
     assert (config["anchor"], config["anchor_below"], config["anchor_fraction"]) == (str(teacher), 20.0, 0.25)
     bad = {
-        "--anchor needs --teacher-trajectories": ["--teacher-trajectories", "0", "--anchor", str(teacher)],
+        "--anchor needs --teacher-trajectories or --high-anchor": ["--teacher-trajectories", "0", "--anchor",
+                                                                   str(teacher)],
         "anchor below sigma 100: the trajectory grid (80 .. 0.002) must have levels on both sides":
             ["--anchor", str(teacher), "--anchor-below", "100"],
         "anchor fraction 0.1 of a batch of 4 leaves no room for the anchor or for the trajectories":
@@ -420,6 +435,65 @@ def test_cli_train_trajectories_with_an_anchor(data, tmp_path):
     for message, args in bad.items():
         res = CliRunner().invoke(train_cmd, [*common, "--run-dir", str(tmp_path / "bad"), *args])
         assert res.exit_code == 1 and res.output.strip().startswith(f"Error: {message}"), res.output
+        assert not (tmp_path / "bad").exists()
+
+
+def test_high_anchor_merges_two_models_levels(data, tmp_path):
+    """`high_anchor` with `anchor`: a network started from model A, trained on A's outputs at and above
+    anchor_below and B's below, moves to B at the low levels and stays with A at sigma_max."""
+    from dataclasses import replace
+
+    from cmedit.training.consistency import unet_denoiser
+
+    a = train(_cfg(data, tmp_path / "a", max_steps=2))
+    b = train(replace(_cfg(data, tmp_path / "b", max_steps=2), seed=1))
+    cfg = replace(_cfg(data, tmp_path / "merged", max_steps=100), init_from=str(a), high_anchor=str(a),
+                  anchor=str(b), anchor_below=10.0, anchor_fraction=0.5, batch_size=8, lr=5e-3, ema_max_decay=0.0)
+    out = train(cfg)
+    assert torch.load(tmp_path / "merged" / STATE_FILE, weights_only=True)["config"]["high_anchor"] == str(a)
+
+    models = {name: ConsistencyModelPipeline.from_pretrained(path) for name, path in
+              {"a": a, "b": b, "merged": out}.items()}
+    f = {name: unet_denoiser(pipe.unet.eval(), pipe.scheduler) for name, pipe in models.items()}
+    images = torch.from_numpy(np.load(data)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(5))
+
+    def gap(x, y, sigma):  # RMS difference of two models' outputs at one level
+        t = torch.full((len(images),), sigma)
+        x_t = images + sigma * noise
+        with torch.no_grad():
+            return (f[x](x_t, t) - f[y](x_t, t)).pow(2).mean().sqrt().item()
+
+    for low in (3.52, 0.5):  # measured: 0.63 and 0.62 of the way
+        assert gap("merged", "b", low) < 0.75 * gap("a", "b", low)
+    assert gap("merged", "a", 80.0) < 0.6 * gap("merged", "b", 80.0)  # measured: 0.46
+
+
+def test_cli_train_with_a_high_anchor(data, tmp_path):
+    """`--high-anchor` with `--anchor` trains without a teacher; bad combinations are one line, before any run
+    folder."""
+    from cmedit.cli.train import train as train_cmd
+
+    model = train(_cfg(data, tmp_path / "model", max_steps=2))
+    common = [str(data), "--resolution", "16", "--preset", "tiny", "--batch-size", "4", "--threads", "1",
+              "--max-steps", "2"]
+    res = CliRunner().invoke(train_cmd, [*common, "--run-dir", str(tmp_path / "merged"), "--anchor", str(model),
+                                         "--high-anchor", str(model)])
+    assert res.exit_code == 0, res.output
+    assert f"keeping {model} at and above sigma 10, keeping {model} below sigma 10" in res.output
+    bad = {
+        "--high-anchor needs --anchor and no --teacher": ["--high-anchor", str(model)],
+        "--high-anchor needs --anchor and no --teacher ": ["--high-anchor", str(model), "--anchor", str(model),
+                                                           "--teacher", str(model)],
+        "anchor below sigma 100: the sampling grid (80 .. 0.002) must have levels on both sides":
+            ["--high-anchor", str(model), "--anchor", str(model), "--anchor-below", "100"],
+        "anchor fraction 0.1 of a batch of 4 leaves no room for the anchor or for the high anchor":
+            ["--high-anchor", str(model), "--anchor", str(model), "--anchor-fraction", "0.1"],
+        f"{tmp_path / 'nope'}: no such model folder": ["--high-anchor", str(tmp_path / "nope"), "--anchor", str(model)],
+    }
+    for message, args in bad.items():
+        res = CliRunner().invoke(train_cmd, [*common, "--run-dir", str(tmp_path / "bad"), *args])
+        assert res.exit_code == 1 and res.output.strip().startswith(f"Error: {message.strip()}"), res.output
         assert not (tmp_path / "bad").exists()
 
 

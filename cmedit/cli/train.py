@@ -74,11 +74,17 @@ Example:
 @click.option("--teacher-steps", type=click.IntRange(2), default=18, show_default=True,
               help="Levels of each stored trajectory (Heun steps on the Karras grid, 2 evaluations each).")
 @click.option("--anchor", default=None,
-              help="With --teacher-trajectories: a model (e.g. the one --init-from starts from) whose outputs "
-                   "below --anchor-below the run keeps, on noised training images, while the trajectories "
-                   "train the higher levels (one-step samples) and the edits' low levels stay near the anchor's.")
+              help="With --teacher-trajectories (or --high-anchor): a model (e.g. the one --init-from starts "
+                   "from) whose outputs below --anchor-below the run keeps, on noised training images, while the "
+                   "trajectories train the higher levels (one-step samples) and the edits' low levels stay near "
+                   "the anchor's.")
+@click.option("--high-anchor", default=None,
+              help="With --anchor, instead of a teacher: a model whose outputs at and above --anchor-below the "
+                   "run takes, on noised training images, at the sampling scheduler's levels; the network learns "
+                   "one model's high levels (one-step samples) and the other's low levels (edits).")
 @click.option("--anchor-below", type=click.FloatRange(0, min_open=True), default=10.0, show_default=True,
-              help="With --anchor: the sigma that splits the trajectory grid's levels.")
+              help="With --anchor: the sigma that splits the trajectory grid's (or, with --high-anchor, the "
+                   "sampling scheduler's) levels.")
 @click.option("--anchor-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5,
               show_default=True, help="With --anchor: the share of each batch given to the anchored levels.")
 def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolution: int, batch_size: int,
@@ -86,7 +92,8 @@ def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolutio
           stage_steps: int, max_stage: int, seed: int, device: str, mixed_precision: str, threads: int | None,
           checkpoint_minutes: float, checkpoint_steps: int | None, no_hflip: bool, resume: bool,
           init_from: Path | None, start_step: int, teacher: str | None, teacher_trajectories: int,
-          teacher_steps: int, anchor: str | None, anchor_below: float, anchor_fraction: float) -> None:
+          teacher_steps: int, anchor: str | None, high_anchor: str | None, anchor_below: float,
+          anchor_fraction: float) -> None:
     """Click entry point; all work happens in `cmedit.training.loop.train`."""
     if resume and not (run_dir / "training_state.pt").exists():
         raise click.ClickException(f"--resume: {run_dir / 'training_state.pt'} does not exist")
@@ -96,8 +103,10 @@ def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolutio
         raise click.ClickException("--resume and --init-from exclude each other")
     if teacher_trajectories and teacher is None:
         raise click.ClickException("--teacher-trajectories needs --teacher")
-    if anchor is not None and not teacher_trajectories:
-        raise click.ClickException("--anchor needs --teacher-trajectories")
+    if high_anchor is not None and (anchor is None or teacher is not None):
+        raise click.ClickException("--high-anchor needs --anchor and no --teacher")
+    if anchor is not None and not teacher_trajectories and high_anchor is None:
+        raise click.ClickException("--anchor needs --teacher-trajectories or --high-anchor")
     if lr_decay_steps > max_steps:
         raise click.ClickException(f"--lr-decay-steps {lr_decay_steps} is more than --max-steps {max_steps}")
     if data.is_file() and data.suffix != ".npy":
@@ -115,7 +124,7 @@ def train(data: Path, groups: Path | None, run_dir: Path, preset: str, resolutio
         checkpoint_minutes=checkpoint_minutes, checkpoint_steps=checkpoint_steps, hflip=not no_hflip, resume=resume,
         init_from=None if init_from is None else str(init_from), start_step=start_step, teacher=teacher,
         teacher_trajectories=teacher_trajectories, teacher_steps=teacher_steps, anchor=anchor,
-        anchor_below=anchor_below, anchor_fraction=anchor_fraction,
+        high_anchor=high_anchor, anchor_below=anchor_below, anchor_fraction=anchor_fraction,
     )
     try:
         out = run_training(cfg)

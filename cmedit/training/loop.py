@@ -1,6 +1,7 @@
 """The training loop: ECT (Geng et al. 2024) on a diffusers `UNet2DModel`, via `accelerate`, with exact resume;
 optionally distilling a teacher model (`TrainConfig.teacher`), step by step or from its stored ODE
-trajectories (`TrainConfig.teacher_trajectories`, `cmedit.training.trajectories`).
+trajectories (`TrainConfig.teacher_trajectories`, `cmedit.training.trajectories`), or merging two trained
+models' noise levels into one network (`TrainConfig.high_anchor` with `TrainConfig.anchor`).
 
 Outputs in `run_dir`:
   training_state.pt   model, optimizer, LR schedule, EMA, step and RNG states (`resume=True` continues exactly,
@@ -72,8 +73,10 @@ class TrainConfig:
     teacher: str | None = None  # a model (anything `cmedit.load_pipeline` takes): distil its ODE in stages >= 1
     teacher_trajectories: int = 0  # > 0: instead, regress on this many of the teacher's solved ODE trajectories
     teacher_steps: int = 18  # levels of each stored trajectory (Heun steps on a Karras grid)
-    trajectory_start_fraction: float = 0.25  # share of each batch at sigma_max (the one-step sampler's input)
-    anchor: str | None = None  # with teacher_trajectories: a model whose outputs below anchor_below are kept
+    trajectory_start_fraction: float = 0.25  # share of the trajectories' (or high anchor's) examples at sigma_max
+    # (the one-step sampler's input)
+    anchor: str | None = None  # with teacher_trajectories or high_anchor: a model whose outputs below anchor_below are kept
+    high_anchor: str | None = None  # instead of trajectories: a model whose outputs at or above anchor_below are kept
     anchor_below: float = 10.0  # trajectory levels below this sigma are replaced by the anchor's outputs
     anchor_fraction: float = 0.5  # share of each batch on noised training images with the anchor's targets
     threads: int | None = None
@@ -177,20 +180,27 @@ def train(cfg: TrainConfig) -> Path:
         torch.set_num_threads(cfg.threads)
     if cfg.teacher_trajectories and cfg.teacher is None:
         raise ValueError("teacher trajectories need a teacher")
-    if cfg.anchor is not None and not cfg.teacher_trajectories:
-        raise ValueError("an anchor model needs teacher trajectories")
+    if cfg.high_anchor is not None and (cfg.anchor is None or cfg.teacher is not None):
+        raise ValueError("a high anchor needs an anchor, and no teacher: the two models' levels are the targets")
+    if cfg.anchor is not None and not cfg.teacher_trajectories and cfg.high_anchor is None:
+        raise ValueError("an anchor model needs teacher trajectories or a high anchor")
     if cfg.lr_decay_steps > cfg.max_steps:
         raise ValueError(f"LR decay over {cfg.lr_decay_steps} steps does not fit in {cfg.max_steps} steps")
-    n_anchor, min_sigma, anchor_levels = 0, 0.0, None  # min_sigma: trajectory levels at or above it are trained
+    # min_sigma: trajectory levels at or above it are trained; anchor_levels: the anchor's, below it; high_levels:
+    # the high anchor's, at or above it
+    n_anchor, min_sigma, anchor_levels, high_levels = 0, 0.0, None, None
     if cfg.anchor is not None:
         n_anchor, min_sigma = round(cfg.anchor_fraction * cfg.batch_size), cfg.anchor_below
+        upper = "the trajectories" if cfg.high_anchor is None else "the high anchor"
         if not 0 < n_anchor < cfg.batch_size:
             raise ValueError(f"anchor fraction {cfg.anchor_fraction:g} of a batch of {cfg.batch_size} leaves "
-                             "no room for the anchor or for the trajectories")
-        grid = trajectory_sigmas(cfg.teacher_steps)
-        anchor_levels = grid[grid < min_sigma]
+                             f"no room for the anchor or for {upper}")
+        # the trajectories' levels, or those that sampling and editing use (the exported scheduler's)
+        grid, name = ((trajectory_sigmas(cfg.teacher_steps), "trajectory") if cfg.high_anchor is None
+                      else (make_scheduler().sigmas.float(), "sampling"))
+        anchor_levels, high_levels = grid[grid < min_sigma], grid[grid >= min_sigma]
         if not 0 < len(anchor_levels) < len(grid):
-            raise ValueError(f"anchor below sigma {min_sigma:g}: the trajectory grid ({grid[0]:g} .. {grid[-1]:g}) "
+            raise ValueError(f"anchor below sigma {min_sigma:g}: the {name} grid ({grid[0]:g} .. {grid[-1]:g}) "
                              "must have levels on both sides")
     if cfg.mixed_precision == "no":
         # float32 means float32: the later ECT stages compare f(x_t, t) with f(x_r, r) for r close to t, a
@@ -203,6 +213,8 @@ def train(cfg: TrainConfig) -> Path:
     teacher, teacher_digest = (None, None) if cfg.teacher is None else load_teacher(cfg.teacher, images,
                                                                                      accelerator.device)
     anchor = None if cfg.anchor is None else load_teacher(cfg.anchor, images, accelerator.device, role="anchor")[0]
+    high_anchor = None if cfg.high_anchor is None else load_teacher(cfg.high_anchor, images, accelerator.device,
+                                                                    role="high anchor")[0]
     run_dir = Path(cfg.run_dir)  # created only once the data (and teacher) have loaded
     run_dir.mkdir(parents=True, exist_ok=True)
     state_path = run_dir / STATE_FILE
@@ -269,6 +281,7 @@ def train(cfg: TrainConfig) -> Path:
               f"start step {step}; device {accelerator.device}; mixed precision {cfg.mixed_precision}"
               f"{'' if teacher is None else f'; distilling {cfg.teacher}'}"
               f"{'' if trajectories is None else f' from {len(trajectories)} stored ODE trajectories'}"
+              f"{'' if high_anchor is None else f'; keeping {cfg.high_anchor} at and above sigma {cfg.anchor_below:g}'}"
               f"{'' if anchor is None else f', keeping {cfg.anchor} below sigma {cfg.anchor_below:g}'}", flush=True)
     signal.signal(signal.SIGTERM, _on_sigterm)
 
@@ -278,7 +291,8 @@ def train(cfg: TrainConfig) -> Path:
             _save_state(state_path, step, unwrapped, optimizer, lr_sched, ema, gens, cfg)
             pipe = export_pipeline(unwrapped, ema, run_dir / EXPORT_DIR)
             save_samples(pipe, run_dir / "samples" / f"step_{step:07d}.png", cfg.num_samples)
-            where = "trajectories" if trajectories is not None else f"stage {cfg.schedule.stage(step)}"
+            where = ("trajectories" if trajectories is not None else "anchors" if high_anchor is not None
+                     else f"stage {cfg.schedule.stage(step)}")
             tqdm.write(f"[checkpoint] step {step} {where} -> {run_dir / EXPORT_DIR}")
 
     bar = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process,
@@ -289,13 +303,20 @@ def train(cfg: TrainConfig) -> Path:
     model.train()
     try:
         while step < cfg.max_steps and (deadline is None or time.time() < deadline):
-            if trajectories is None:
+            if trajectories is None and high_anchor is None:
                 x0 = random_batch(images, cfg.batch_size, gens["data"], cfg.hflip, weights).to(accelerator.device)
                 with accelerator.autocast():
                     loss = ect_loss(model, scheduler, cfg.schedule, x0, step, gens["noise"], teacher)
             else:
-                x_t, t, end = (v.to(accelerator.device) for v in trajectories.batch(
-                    cfg.batch_size - n_anchor, gens["data"], cfg.trajectory_start_fraction, min_sigma))
+                if trajectories is not None:
+                    x_t, t, end = (v.to(accelerator.device) for v in trajectories.batch(
+                        cfg.batch_size - n_anchor, gens["data"], cfg.trajectory_start_fraction, min_sigma))
+                else:
+                    x0 = random_batch(images, cfg.batch_size - n_anchor, gens["data"], cfg.hflip,
+                                      weights).to(accelerator.device)
+                    with accelerator.autocast():
+                        x_t, t, end = anchor_batch(high_anchor, x0, high_levels, gens["data"], gens["noise"],
+                                                   cfg.trajectory_start_fraction)
                 with accelerator.autocast():
                     if anchor is not None:
                         x0 = random_batch(images, n_anchor, gens["data"], cfg.hflip, weights).to(accelerator.device)
@@ -315,7 +336,7 @@ def train(cfg: TrainConfig) -> Path:
             smooth = loss.item() if smooth is None else 0.98 * smooth + 0.02 * loss.item()
             ips = cfg.batch_size * accelerator.num_processes / max(now - t_prev, 1e-9)
             t_prev = now
-            stage = cfg.schedule.stage(step) if trajectories is None else "-"
+            stage = cfg.schedule.stage(step) if trajectories is None and high_anchor is None else "-"
             bar.set_postfix(loss=f"{smooth:.4f}", img_s=f"{ips:.1f}", stage=stage,
                             lr=f"{optimizer.param_groups[0]['lr']:.2e}", refresh=False)
             bar.update(1)

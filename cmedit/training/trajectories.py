@@ -99,14 +99,18 @@ def trajectory_loss(
 @torch.no_grad()
 def anchor_batch(
     anchor: Denoiser, x0: torch.Tensor, levels: torch.Tensor, generator: torch.Generator,
-    noise_generator: torch.Generator,
+    noise_generator: torch.Generator, start_fraction: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x_t, t, target)``: images ``x0`` noised at levels drawn from ``levels``, and the anchor model there.
 
     Regressing the student on these keeps the anchor's behaviour at those levels (e.g. the low noise
-    that edits use) while the trajectories train the others.
+    that edits use) while the trajectories, or a second anchor, train the others. A ``start_fraction``
+    of the batch is taken at ``levels[0]`` (sigma_max for the upper levels: the one-step sampler's input),
+    the rest uniformly over ``levels``.
     """
     pick = torch.randint(0, len(levels), (x0.shape[0],), generator=generator)
+    if start_fraction:
+        pick = torch.where(torch.rand(x0.shape[0], generator=generator) < start_fraction, 0, pick)
     t = levels[pick].to(x0.device)
     x_t = x0 + t.view(-1, 1, 1, 1) * torch.randn(x0.shape, generator=noise_generator, device=x0.device)
     return x_t, t, anchor(x_t, t).float()
