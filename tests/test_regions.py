@@ -116,7 +116,8 @@ def test_max_batch_size_bounds_the_forward_passes_not_the_result(class_pipe):
     bounded = run()
     assert counter.batches == [4, 2, 4, 2]
     assert [labels.tolist() for labels in counter.labels[:2]] == [[3, 3, 3, 7], [7, 7]]
-    assert torch.allclose(bounded, whole, atol=1e-5)
+    # float32 convolutions of a batch of 4 and of 6 may round differently (1.4e-5 measured with one thread)
+    assert torch.allclose(bounded, whole, atol=1e-4)
     class_pipe.max_batch_size = 0
     with pytest.raises(ValueError, match="max_batch must be >= 1"):
         run()
