@@ -75,7 +75,8 @@ class TrainConfig:
     teacher_steps: int = 18  # levels of each stored trajectory (Heun steps on a Karras grid)
     trajectory_start_fraction: float = 0.25  # share of the trajectories' (or high anchor's) examples at sigma_max
     # (the one-step sampler's input)
-    anchor: str | None = None  # with teacher_trajectories or high_anchor: a model whose outputs below anchor_below are kept
+    anchor: str | None = None  # with teacher_trajectories or high_anchor: a model whose outputs below anchor_below
+    # are kept
     high_anchor: str | None = None  # instead of trajectories: a model whose outputs at or above anchor_below are kept
     anchor_below: float = 10.0  # trajectory levels below this sigma are replaced by the anchor's outputs
     anchor_fraction: float = 0.5  # share of each batch on noised training images with the anchor's targets
