@@ -464,7 +464,7 @@ def test_high_anchor_merges_two_models_levels(data, tmp_path):
         with torch.no_grad():
             return (f[x](x_t, t) - f[y](x_t, t)).pow(2).mean().sqrt().item()
 
-    for low in (3.52, 0.5):  # measured: 0.63 and 0.62 of the way
+    for low in (3.52, 0.5):  # measured ratios: 0.63 and 0.62
         assert gap("merged", "b", low) < 0.75 * gap("a", "b", low)
     assert gap("merged", "a", 80.0) < 0.6 * gap("merged", "b", 80.0)  # measured: 0.46
 
@@ -481,19 +481,19 @@ def test_cli_train_with_a_high_anchor(data, tmp_path):
                                          "--high-anchor", str(model)])
     assert res.exit_code == 0, res.output
     assert f"keeping {model} at and above sigma 10, keeping {model} below sigma 10" in res.output
-    bad = {
-        "--high-anchor needs --anchor and no --teacher": ["--high-anchor", str(model)],
-        "--high-anchor needs --anchor and no --teacher ": ["--high-anchor", str(model), "--anchor", str(model),
-                                                           "--teacher", str(model)],
-        "anchor below sigma 100: the sampling grid (80 .. 0.002) must have levels on both sides":
-            ["--high-anchor", str(model), "--anchor", str(model), "--anchor-below", "100"],
-        "anchor fraction 0.1 of a batch of 4 leaves no room for the anchor or for the high anchor":
-            ["--high-anchor", str(model), "--anchor", str(model), "--anchor-fraction", "0.1"],
-        f"{tmp_path / 'nope'}: no such model folder": ["--high-anchor", str(tmp_path / "nope"), "--anchor", str(model)],
-    }
-    for message, args in bad.items():
+    both = ["--high-anchor", str(model), "--anchor", str(model)]
+    bad = [
+        ("--high-anchor needs --anchor and no --teacher", ["--high-anchor", str(model)]),
+        ("--high-anchor needs --anchor and no --teacher", [*both, "--teacher", str(model)]),
+        ("anchor below sigma 100: the sampling grid (80 .. 0.002) must have levels on both sides",
+         [*both, "--anchor-below", "100"]),
+        ("anchor fraction 0.1 of a batch of 4 leaves no room for the anchor or for the high anchor",
+         [*both, "--anchor-fraction", "0.1"]),
+        (f"{tmp_path / 'nope'}: no such model folder", ["--high-anchor", str(tmp_path / "nope"), "--anchor", str(model)]),
+    ]
+    for message, args in bad:
         res = CliRunner().invoke(train_cmd, [*common, "--run-dir", str(tmp_path / "bad"), *args])
-        assert res.exit_code == 1 and res.output.strip().startswith(f"Error: {message.strip()}"), res.output
+        assert res.exit_code == 1 and res.output.strip().startswith(f"Error: {message}"), res.output
         assert not (tmp_path / "bad").exists()
 
 
