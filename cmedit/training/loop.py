@@ -309,16 +309,15 @@ def train(cfg: TrainConfig) -> Path:
                 with accelerator.autocast():
                     loss = ect_loss(model, scheduler, cfg.schedule, x0, step, gens["noise"], teacher)
             else:
-                if trajectories is not None:
-                    x_t, t, end = (v.to(accelerator.device) for v in trajectories.batch(
-                        cfg.batch_size - n_anchor, gens["data"], cfg.trajectory_start_fraction, min_sigma))
-                else:
-                    x0 = random_batch(images, cfg.batch_size - n_anchor, gens["data"], cfg.hflip,
-                                      weights).to(accelerator.device)
-                    with accelerator.autocast():
+                with accelerator.autocast():
+                    if trajectories is not None:
+                        x_t, t, end = (v.to(accelerator.device) for v in trajectories.batch(
+                            cfg.batch_size - n_anchor, gens["data"], cfg.trajectory_start_fraction, min_sigma))
+                    else:
+                        x0 = random_batch(images, cfg.batch_size - n_anchor, gens["data"], cfg.hflip,
+                                          weights).to(accelerator.device)
                         x_t, t, end = anchor_batch(high_anchor, x0, high_levels, gens["data"], gens["noise"],
                                                    cfg.trajectory_start_fraction)
-                with accelerator.autocast():
                     if anchor is not None:
                         x0 = random_batch(images, n_anchor, gens["data"], cfg.hflip, weights).to(accelerator.device)
                         kept = anchor_batch(anchor, x0, anchor_levels, gens["data"], gens["noise"])
