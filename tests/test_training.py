@@ -198,8 +198,14 @@ def test_heun_step_follows_the_exact_ode_of_gaussian_data():
         errors.append((heun - exact).abs().max().item())
         assert errors[-1] < (euler - exact).abs().max().item() / 5
     assert 6 < errors[0] / errors[1] < 10  # third-order local error: halving the gap divides it by ~8
-    to_zero = heun_step(denoiser, x_t, t, torch.zeros_like(t), sigma_min=0.002)
+    calls = []
+    counting = lambda x, sigma: calls.append(sigma) or denoiser(x, sigma)  # noqa: E731
+    to_zero = heun_step(counting, x_t, t, torch.zeros_like(t), sigma_min=0.002)
     assert torch.allclose(to_zero, denoiser(x_t, t))  # r = 0: the Euler step lands on D(x_t, t)
+    assert len(calls) == 1  # and needs no second evaluation
+    calls.clear()
+    mixed = heun_step(counting, x_t, t, torch.tensor([0.0, 0.9, 4.5, 72.0], dtype=torch.float64), sigma_min=0.002)
+    assert len(calls) == 2 and torch.allclose(mixed[0], denoiser(x_t, t)[0])  # Heun where r > 0, Euler at r = 0
 
 
 def test_distilling_an_oracle_teacher_is_consistency_training():

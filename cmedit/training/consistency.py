@@ -97,11 +97,14 @@ def heun_step(
     """One step of the probability-flow ODE ``dx/dt = (x - D(x, t)) / t`` from ``t`` to ``r < t`` (per sample).
 
     Heun's second-order step (Karras et al. 2022, Algorithm 1); Euler where ``r < sigma_min`` (then
-    ``r = 0`` gives ``D(x_t, t)``).
+    ``r = 0`` gives ``D(x_t, t)``). A batch of Euler steps only (a trajectory's last step, to 0)
+    costs one denoiser evaluation, not two.
     """
     t4, r4 = t.view(-1, 1, 1, 1), r.view(-1, 1, 1, 1)
     d = (x_t - denoiser(x_t, t)) / t4
     x_euler = x_t + (r4 - t4) * d
+    if not bool((r >= sigma_min).any()):
+        return x_euler
     r_eval = r.clamp(min=sigma_min)
     d_r = (x_euler - denoiser(x_euler, r_eval)) / r_eval.view(-1, 1, 1, 1)
     return torch.where((r >= sigma_min).view(-1, 1, 1, 1), x_t + (r4 - t4) * (d + d_r) / 2, x_euler)
