@@ -220,6 +220,7 @@ def evaluate(
     seeds: Sequence[int] = (0, 1, 2),
     num_inference_steps: int | None = None,
     timesteps: Sequence[int] | None = None,
+    strength: float = 1.0,
     tasks: Sequence[str] = TASKS,
     batch_size: int = 16,
     mask_seed: int = 0,
@@ -233,6 +234,11 @@ def evaluate(
         seeds: one cmedit run per seed; mean and spread over them.
         num_inference_steps, timesteps: cmedit's schedule, as for the pipeline's edits (default:
             the model's ``edit_timesteps``, else ``DEFAULT_EDIT_STEPS`` equally spaced steps).
+        strength: as for the pipeline's edits: below 1, cmedit's steps start at that fraction of the
+            noise grid from its whole input plus noise (with ``num_inference_steps``, not
+            ``timesteps``). That input is the one every method gets: the grey image, the upsampled
+            small one, and for inpainting the image with the masked pixels zeroed, so there a lower
+            strength pulls the fill towards black.
         tasks: a subset of :data:`TASKS`.
         batch_size: images per pipeline call.
         mask_seed: the seed of the stroke masks (``cmedit.eval_masks.stroke_mask``).
@@ -254,14 +260,16 @@ def evaluate(
         size = features.config["image_size"]
         raise ValueError(f"the feature network takes {size}x{size} images, these are "
                          f"{images[0].shape[1]}x{images[0].shape[0]}")
-    num_inference_steps, timesteps = pipe.edit_schedule(num_inference_steps, timesteps)  # the edits' default
+    # the edits' default, checked; with strength < 1 the timesteps it sets (the pipeline derives the same)
+    num_inference_steps, timesteps = pipe.edit_schedule(num_inference_steps, timesteps, strength)
     schedule = {"num_inference_steps": None if timesteps is not None else num_inference_steps,
                 "timesteps": None if timesteps is None else [int(t) for t in timesteps]}
+    calls = schedule if strength == 1 else {"num_inference_steps": len(timesteps), "strength": strength}
     report = progress or (lambda message: None)
-    run_cmedit(pipe, prepare_task(tasks[0], images[:1], mask_seed), seeds[0], 1, schedule)  # untimed warm-up
+    run_cmedit(pipe, prepare_task(tasks[0], images[:1], mask_seed), seeds[0], 1, calls)  # untimed warm-up
     results = {"config": {
         "num_images": len(images), "image_size": list(images[0].shape[:2]), "seeds": seeds, "tasks": list(tasks),
-        **schedule, "batch_size": batch_size, "mask_seed": mask_seed,
+        **schedule, "strength": float(strength), "batch_size": batch_size, "mask_seed": mask_seed,
         "features": None if features is None else features.config, "model_resolution": pipe.resolution,
         "device": str(pipe.device), "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "versions": versions(), "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",
@@ -273,7 +281,7 @@ def evaluate(
             report(f"{name}: cmedit, seed {seed}")
             with counting_forwards(pipe.unet) as counter:
                 start = time.perf_counter()
-                outputs = run_cmedit(pipe, task, seed, batch_size, schedule)
+                outputs = run_cmedit(pipe, task, seed, batch_size, calls)
                 seconds = time.perf_counter() - start
             methods["cmedit"].append({**score(task, images, outputs, "cmedit", features),
                                       "nfe": counter.rows / len(images), "seconds_per_image": seconds / len(images)})
@@ -357,6 +365,8 @@ def format_table(results: dict) -> str:
     config = results["config"]
     schedule = (f"timesteps {','.join(map(str, config['timesteps']))}" if config["timesteps"] is not None
                 else f"{config['num_inference_steps']} steps")
+    if config.get("strength", 1) != 1:  # files written before the key existed ran at strength 1
+        schedule += f" (strength {config['strength']:g})"
     height, width = config["image_size"]
     lines = [f"{config['num_images']} images of {width}x{height}, {schedule}, seeds "
              f"{','.join(map(str, config['seeds']))}: mean ± std over seeds (baselines: one deterministic run).",

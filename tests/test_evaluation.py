@@ -220,3 +220,50 @@ def test_features_add_a_kernel_distance_to_every_method_but_the_reference(tiny_p
     assert "KID x1000" in result.output
     bad = CliRunner().invoke(eval_command, args + ["--features", str(model)])
     assert bad.exit_code == 1 and "not a feature network" in bad.output and "Traceback" not in bad.output
+
+
+def test_strength_starts_cmedit_part_way_down_the_grid_as_the_pipeline_does(tiny_pipe, images):
+    from cmedit.image_files import encode
+    from cmedit.pipeline import strength_timesteps
+
+    results = evaluate(tiny_pipe, images, seeds=(0,), num_inference_steps=STEPS, strength=0.5, tasks=("colorize",))
+    config = results["config"]
+    assert config["strength"] == 0.5 and config["num_inference_steps"] is None
+    assert config["timesteps"] == strength_timesteps(tiny_pipe.scheduler.config.num_train_timesteps, STEPS, 0.5)
+    assert "(strength 0.5)" in format_table(results)
+    cmedit = results["tasks"]["colorize"]["methods"]["cmedit"]
+    assert cmedit["nfe"]["mean"] == STEPS
+    # the same numbers as the pipeline's own edit at that strength, and not those of strength 1
+    task = prepare_task("colorize", images)
+    direct = tiny_pipe.colorize(task.inputs, num_inference_steps=STEPS, strength=0.5, output_type="np",
+                                generator=[torch.Generator().manual_seed(0) for _ in images]).images
+    expected = pooled_psnr(images, list(encode(direct, None, 8, False, "PNG")))
+    assert cmedit["psnr"]["values"] == [pytest.approx(expected)]
+    full = evaluate(tiny_pipe, images, seeds=(0,), num_inference_steps=STEPS, tasks=("colorize",))
+    assert full["config"]["strength"] == 1.0
+    assert full["tasks"]["colorize"]["methods"]["cmedit"]["psnr"]["values"] != cmedit["psnr"]["values"]
+
+    with pytest.raises(ValueError, match="strength or timesteps"):
+        evaluate(tiny_pipe, images, seeds=(0,), timesteps=[2, 0], strength=0.5, tasks=("colorize",))
+    with pytest.raises(ValueError, match="strength must be in"):
+        evaluate(tiny_pipe, images, seeds=(0,), strength=1.5, tasks=("colorize",))
+
+
+def test_cli_strength_is_passed_on_and_checked(tmp_path, images):
+    model = tmp_path / "model"
+    ConsistencyEditPipeline(unet=tiny_unet(), scheduler=tiny_scheduler()).save_pretrained(model)
+    folder = tmp_path / "heldout"
+    folder.mkdir()
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    out = tmp_path / "eval.json"
+    args = [str(folder), "--model", str(model), "--seeds", "0", "--tasks", "sr4", "-q"]
+    result = CliRunner().invoke(eval_command, args + ["--steps", "2", "--strength", "0.5", "--json", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "2 steps" not in result.output and "(strength 0.5)" in result.output
+    assert json.loads(out.read_text())["config"]["strength"] == 0.5
+    both = CliRunner().invoke(eval_command, args + ["--timesteps", "2,0", "--strength", "0.5"])
+    assert both.exit_code == 2 and "not both" in both.output and "Traceback" not in both.output
+    zero = CliRunner().invoke(eval_command, args + ["--strength", "0"])
+    assert zero.exit_code == 2 and "--strength" in zero.output

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .files import expand_inputs
-from .options import DTYPES, load_model, parse_timesteps, user_errors
+from .options import DTYPES, check_strength, load_model, parse_timesteps, strength_option, user_errors
 
 # The names of cmedit.evaluation.TASKS, repeated here so that `cmedit eval --help` imports no torch
 # (tests/test_evaluation.py checks that the two agree).
@@ -57,6 +57,7 @@ def image_paths(sources: tuple[str, ...]) -> list[Path]:
 Examples:
   cmedit eval samples/heldout --timesteps 22,0 --seeds 0,1,2 --limit 64 --json eval.json
   cmedit eval samples/heldout --steps 1 --tasks inpaint_box,sr4
+  cmedit eval samples/heldout --steps 8 --strength 0.6 --tasks colorize,sr4
   cmedit eval 'photos/*.png' --model path/to/model --device cuda --batch-size 64
 """)
 @click.argument("sources", nargs=-1, required=True, metavar="FOLDER|IMAGE...")
@@ -68,6 +69,10 @@ Examples:
 @click.option("--timesteps", callback=parse_timesteps, metavar="T1,T2,...",
               help="Explicit descending indices into the model's noise grid, e.g. 22,0 (overrides --steps; "
                    "default for a released model: the paper's 2-step choice; else as the edit commands).")
+@strength_option(1.0, "Below 1, cmedit's steps start part-way down the model's noise grid (this fraction of it) "
+                      "from its input plus noise, as the edit commands' --strength (takes --steps, not "
+                      "--timesteps). The input is every method's: for inpainting, the image with the masked "
+                      "pixels zeroed.")
 @click.option("--seeds", callback=parse_seeds, default="0,1,2", show_default=True, metavar="S1,S2,...",
               help="One cmedit run per seed; the table gives the mean and standard deviation over them.")
 @click.option("--tasks", callback=parse_tasks, default=",".join(TASK_NAMES), show_default=True, metavar="T1,T2,...",
@@ -90,7 +95,7 @@ Examples:
 @click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
               help="Weights' precision; auto is float16 on cuda and float32 elsewhere.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages on stderr.")
-def eval(sources, model, steps, timesteps, seeds, tasks, limit, batch_size, mask_seed, features,  # noqa: A001
+def eval(sources, model, steps, timesteps, strength, seeds, tasks, limit, batch_size, mask_seed, features,  # noqa: A001
          json_path, overwrite, device, dtype, quiet) -> None:
     """Measure edit quality on held-out images (all of one size) and print a markdown table.
 
@@ -105,6 +110,7 @@ def eval(sources, model, steps, timesteps, seeds, tasks, limit, batch_size, mask
     """
     from ..presets import preset_for
 
+    check_strength(strength, timesteps)
     if json_path is not None and json_path.exists() and not overwrite:
         raise click.ClickException(f"{json_path}: already exists (pass --overwrite to replace it)")
     if json_path is not None:
@@ -132,14 +138,15 @@ def eval(sources, model, steps, timesteps, seeds, tasks, limit, batch_size, mask
             raise click.ClickException(f"{path}: {image.shape[1]}x{image.shape[0]}, but {paths[0]} is "
                                        f"{images[0].shape[1]}x{images[0].shape[0]}; all images must have one size")
     preset = preset_for(model)
-    if preset is not None and steps is None and timesteps is None:
+    if preset is not None and steps is None and timesteps is None and strength == 1:
         timesteps = list(preset.timesteps)
     with user_errors():
         feature_net = None if features is None else load_feature_net(features)
         pipe = load_model(model, device, dtype, quiet=True)
         progress = None if quiet else (lambda message: click.echo(message, err=True))
-        results = evaluate(pipe, images, seeds=seeds, num_inference_steps=steps, timesteps=timesteps, tasks=tasks,
-                           batch_size=batch_size, mask_seed=mask_seed, features=feature_net, progress=progress)
+        results = evaluate(pipe, images, seeds=seeds, num_inference_steps=steps, timesteps=timesteps,
+                           strength=strength, tasks=tasks, batch_size=batch_size, mask_seed=mask_seed,
+                           features=feature_net, progress=progress)
     results["config"]["model"] = model if model is not None else "embedded default model"
     results["config"]["images"] = [str(path) for path in paths]
     click.echo(format_table(results), nl=False)

@@ -58,9 +58,7 @@ def model_options(command: Callable) -> Callable:
         from ..presets import preset_for
 
         strength = kwargs.get("strength", 1.0)
-        if strength != 1 and timesteps is not None:
-            raise click.UsageError("give --strength or --timesteps, not both: --strength sets where the steps "
-                                   "start (use --steps for their number)")
+        check_strength(strength, timesteps)
         preset = preset_for(model)
         if preset is not None and steps is None and timesteps is None and strength == 1:
             timesteps = list(preset.timesteps)
@@ -206,6 +204,13 @@ def schedule_kwargs(steps: int | None, timesteps: list[int] | None, strength: fl
     if timesteps is not None:
         return {"num_inference_steps": None, "timesteps": timesteps, **kwargs}
     return {"num_inference_steps": steps, "timesteps": None, **kwargs}
+
+
+def check_strength(strength: float, timesteps: list[int] | None) -> None:
+    """Refuse ``--strength`` below 1 with ``--timesteps`` (a usage error: strength sets the timesteps)."""
+    if strength != 1 and timesteps is not None:
+        raise click.UsageError("give --strength or --timesteps, not both: --strength sets where the steps "
+                               "start (use --steps for their number)")
 
 
 def strength_option(default: float, help: str) -> Callable:
