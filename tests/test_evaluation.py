@@ -155,13 +155,19 @@ def test_bad_inputs_are_refused(tiny_pipe, images):
         evaluate(tiny_pipe, [images[0] / 255.0])
 
 
-def test_cli_prints_the_table_and_writes_json(tmp_path, images):
+def saved_model_and_folder(tmp_path, images):
+    """A tiny model saved as a folder, and a folder of ``images`` as PNGs, under ``tmp_path``."""
     model = tmp_path / "model"
     ConsistencyEditPipeline(unet=tiny_unet(), scheduler=tiny_scheduler()).save_pretrained(model)
     folder = tmp_path / "heldout"
     folder.mkdir()
     for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"{i}.png")
+    return model, folder
+
+
+def test_cli_prints_the_table_and_writes_json(tmp_path, images):
+    model, folder = saved_model_and_folder(tmp_path, images)
     (folder / "notes.md").write_text("not an image")
     out = tmp_path / "out" / "eval.json"
     args = [str(folder), "--model", str(model), "--steps", "1", "--seeds", "0", "--tasks", "inpaint_box,sr4",
@@ -250,12 +256,7 @@ def test_strength_starts_cmedit_part_way_down_the_grid_as_the_pipeline_does(tiny
 
 
 def test_cli_strength_is_passed_on_and_checked(tmp_path, images):
-    model = tmp_path / "model"
-    ConsistencyEditPipeline(unet=tiny_unet(), scheduler=tiny_scheduler()).save_pretrained(model)
-    folder = tmp_path / "heldout"
-    folder.mkdir()
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(folder / f"{i}.png")
+    model, folder = saved_model_and_folder(tmp_path, images)
     out = tmp_path / "eval.json"
     args = [str(folder), "--model", str(model), "--seeds", "0", "--tasks", "sr4", "-q"]
     result = CliRunner().invoke(eval_command, args + ["--steps", "2", "--strength", "0.5", "--json", str(out)],
