@@ -237,8 +237,8 @@ def evaluate(
         strength: as for the pipeline's edits: below 1, cmedit's steps start at that fraction of the
             noise grid from its whole input plus noise (with ``num_inference_steps``, not
             ``timesteps``). That input is the one every method gets: the grey image, the upsampled
-            small one, and for inpainting the image with the masked pixels zeroed, so there a lower
-            strength pulls the fill towards black.
+            small one, and for inpainting the image with the masked pixels zeroed, so there the fill
+            starts from black.
         tasks: a subset of :data:`TASKS`.
         batch_size: images per pipeline call.
         mask_seed: the seed of the stroke masks (``cmedit.eval_masks.stroke_mask``).
