@@ -9,7 +9,9 @@ result: a missing quarter (inpainting), the grey version (colorization) and an 8
 (4x super-resolution), each shown at 4x size with nearest-neighbour enlargement, edited with the
 model's default edit schedule (``--edit-timesteps`` to choose another); and
 ``img2img.png``: the stroke paintings ``samples/strokes_*.png``, then ``pipe.img2img`` of each
-at rising strength (2 steps, seed 0).
+at rising strength (2 steps, seed 0); with ``--teacher DIR``, also ``teacher_ode.png``: that
+denoiser's probability-flow ODE samples (``--teacher-levels`` Heun levels) from the same 64 noises
+as ``samples_1step.png``, what the consistency model is distilled towards.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers.utils import make_image_grid
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from cmedit import load_pipeline
+from cmedit.image_io import tensor_to_uint8
+from cmedit.training.consistency import unet_denoiser
+from cmedit.training.trajectories import solve_trajectories, trajectory_sigmas
 
 
 def enlarge(image: Image.Image, size: int) -> Image.Image:
@@ -41,6 +47,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8, help="held-out images in the edit figure")
     parser.add_argument("--strokes", default="samples", help="folder of the strokes_*.png paintings")
     parser.add_argument("--strengths", default="0.3,0.4,0.5,0.6,0.75", help="img2img strengths, one column each")
+    parser.add_argument("--teacher", default=None, metavar="DIR",
+                        help="also write teacher_ode.png: this denoiser's ODE samples from samples_1step.png's noise")
+    parser.add_argument("--teacher-levels", type=int, default=18, help="Heun levels of the teacher's ODE")
     args = parser.parse_args()
 
     out = Path(args.out)
@@ -54,6 +63,15 @@ def main() -> None:
                            ("samples_4step", {"num_inference_steps": 4})):
         images = pipe.generate(batch_size=64, generator=torch.Generator().manual_seed(0), **schedule).images
         make_image_grid([enlarge(image, 64) for image in images], rows=8, cols=8).save(out / f"{name}.png")
+    if args.teacher is not None:
+        teacher = load_pipeline(args.teacher)
+        shape = (64, pipe.unet.config.in_channels, pipe.resolution, pipe.resolution)
+        noise = randn_tensor(shape, generator=torch.Generator().manual_seed(0))  # pipe.generate's draw above
+        with torch.no_grad():
+            _, ends = solve_trajectories(unet_denoiser(teacher.unet, teacher.scheduler), noise,
+                                         trajectory_sigmas(args.teacher_levels), teacher.scheduler.config.sigma_min)
+        images = [Image.fromarray(array) for array in tensor_to_uint8(ends)]
+        make_image_grid([enlarge(image, 64) for image in images], rows=8, cols=8).save(out / "teacher_ode.png")
 
     files = sorted(Path(args.heldout).glob("*.png"))
     picks = [files[i] for i in np.linspace(0, len(files) - 1, args.rows).astype(int)]
@@ -90,7 +108,8 @@ def main() -> None:
     make_image_grid(cells, rows=len(paintings), cols=1 + len(strengths)).save(out / "img2img.png")
     print(f"wrote {out}/samples_1step.png, samples_2step.png, samples_4step.png, edits.png "
           "(columns: original | quarter missing | inpainted | grey | colorized | 8x8 | 4x super-resolved), "
-          f"img2img.png (columns: painting | strength {' | '.join(map(str, strengths))})")
+          f"img2img.png (columns: painting | strength {' | '.join(map(str, strengths))})"
+          + (", teacher_ode.png" if args.teacher is not None else ""))
 
 
 if __name__ == "__main__":
