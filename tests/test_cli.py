@@ -110,6 +110,8 @@ def test_num_samples_writes_numbered_candidates(files, model_dir):
     (["colorize", "{tmp}/img.png", "-o", "{tmp}/img.png"], "already exists"),
     (["generate", "--class-label", "3"], "not class-conditional"),
     (["colorize", "{tmp}/img.png", "--dtype", "float16", "--device", "cpu"], "float16 is not supported"),
+    (["colorize", "{tmp}/img.png", "--device", "cuda:99"], "'cuda:99' is not available to this torch build"),
+    (["colorize", "{tmp}/img.png", "--device", "nodevice"], "unknown device 'nodevice'"),
 ])
 def test_bad_input_one_line_no_traceback_no_output(files, model_dir, args, message):
     tmp, _, _ = files

@@ -570,3 +570,15 @@ def test_cli_train_import_is_light_and_validates(data, tmp_path):
     assert not (tmp_path / "d").exists()
     res = CliRunner().invoke(train_cmd, ["--help"])
     assert res.exit_code == 0 and "Example" in res.output
+
+
+def test_cli_train_refuses_cuda_where_there_is_none(data, tmp_path, monkeypatch):
+    # accelerate would otherwise train on the CPU without a word
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    from cmedit.cli.train import train as train_cmd
+
+    res = CliRunner().invoke(train_cmd, [str(data), "--run-dir", str(tmp_path / "c"), "--device", "cuda",
+                                         "--max-steps", "1"])
+    assert res.exit_code == 1
+    assert res.output.strip() == "Error: device cuda: CUDA is not available to this torch build on this machine"
+    assert not (tmp_path / "c").exists()

@@ -135,6 +135,11 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
         torch_device = torch.device(device)
     except RuntimeError:
         raise click.BadParameter(f"unknown device {device!r}", param_hint="--device") from None
+    try:
+        torch.empty(0, device=torch_device)  # the device exists and this torch build can use it
+    except (RuntimeError, AssertionError):  # torch raises AssertionError for a build without CUDA
+        raise click.BadParameter(f"{device!r} is not available to this torch build on this machine",
+                                 param_hint="--device") from None
     if dtype == "auto":
         dtype = "float16" if torch_device.type == "cuda" else "float32"
     if dtype == "float16" and torch_device.type == "cpu":

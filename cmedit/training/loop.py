@@ -179,6 +179,8 @@ def train(cfg: TrainConfig) -> Path:
     """Train (or resume) and return the export folder; checkpoints every `checkpoint_minutes` and at the end."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.device == "cuda" and not torch.cuda.is_available():  # else accelerate would quietly train on the CPU
+        raise ValueError("device cuda: CUDA is not available to this torch build on this machine")
     if cfg.teacher_trajectories and cfg.teacher is None:
         raise ValueError("teacher trajectories need a teacher")
     if cfg.high_anchor is not None and (cfg.anchor is None or cfg.teacher is not None):
