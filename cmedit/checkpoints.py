@@ -44,7 +44,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         # 2 GB checkpoint loads in a moment and takes no memory twice.
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
-        if "weights only load failed" in str(error).lower():
+        if "global" in str(error).lower():  # "Unsupported global: GLOBAL module.name ..."; junk bytes fail otherwise
             raise CheckpointError(f"{path}: refused: the file holds Python objects other than tensors, which would "
                                   "run code when loaded; only plain weight checkpoints are read") from None
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?)") from None

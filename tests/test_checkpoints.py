@@ -346,7 +346,8 @@ def test_a_checkpoint_that_would_run_code_is_refused_not_run(tmp_path, zip_forma
 def test_truncated_and_foreign_files_give_one_clear_line(tmp_path):
     path, _, _ = save_checkpoint(tmp_path)
     data = path.read_bytes()
-    cases = {"truncated.pt": data[: len(data) // 2], "empty.pt": b"", "text.pt": b"hello, I am not weights\n"}
+    cases = {"truncated.pt": data[: len(data) // 2], "empty.pt": b"", "text.pt": b"hello, I am not weights\n",
+             "junk.pt": b"notatorch"}  # junk that the unpickler reads as an unsupported opcode, not a global
     for name, content in cases.items():
         (tmp_path / name).write_bytes(content)
         with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint") as info:
