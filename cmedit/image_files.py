@@ -57,6 +57,13 @@ class LoadedImage:
         """``(width, height)``, as PIL reports sizes."""
         return self.rgb.shape[1], self.rgb.shape[0]
 
+    def on_white(self) -> np.ndarray:
+        """``rgb`` composited on white where ``alpha`` is below 1 (``rgb`` itself for an opaque image)."""
+        if self.alpha is None:
+            return self.rgb
+        alpha = self.alpha[..., None]
+        return self.rgb * alpha + (1 - alpha)
+
 
 def _open(path: Path, max_pixels: int) -> Image.Image:
     if not path.exists():

@@ -268,3 +268,26 @@ def test_cli_strength_is_passed_on_and_checked(tmp_path, images):
     assert both.exit_code == 2 and "not both" in both.output and "Traceback" not in both.output
     zero = CliRunner().invoke(eval_command, args + ["--strength", "0"])
     assert zero.exit_code == 2 and "--strength" in zero.output
+
+
+def test_cli_composites_transparent_pixels_on_white(tmp_path, images):
+    model, folder = saved_model_and_folder(tmp_path, images[:2])
+    stickers = tmp_path / "stickers"
+    stickers.mkdir()
+    for i, image in enumerate(images[:2]):
+        rgba = np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], axis=-1)
+        rgba[: len(image) // 2] = 0  # top half transparent black
+        Image.fromarray(rgba, "RGBA").save(stickers / f"{i}.png")
+        on_white = image.copy()
+        on_white[: len(image) // 2] = 255
+        Image.fromarray(on_white).save(folder / f"{i}.png")
+    tables = []
+    for source in (folder, stickers):
+        out = tmp_path / f"{source.name}.json"
+        args = [str(source), "--model", str(model), "--steps", "1", "--seeds", "0", "--tasks", "sr4",
+                "--json", str(out), "-q"]
+        assert CliRunner().invoke(eval_command, args, catch_exceptions=False).exit_code == 0
+        methods = json.loads(out.read_text())["tasks"]["sr4"]["methods"]
+        tables.append({method: {metric: value for metric, value in scores.items() if metric != "seconds_per_image"}
+                       for method, scores in methods.items()})
+    assert tables[0] == tables[1] and set(tables[0]) == {"cmedit", "bicubic", "nearest"}

@@ -518,6 +518,26 @@ def test_load_images_folder_and_npy(tmp_path):
         load_images(tmp_path / "nothing")
 
 
+def test_load_images_folder_flattens_alpha_crops_square_and_names_bad_files(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "imgs").mkdir()
+    rgba = np.zeros((8, 8, 4), dtype=np.uint8)
+    rgba[:4, :, :] = (200, 0, 0, 255)  # top half opaque red, bottom half transparent black
+    Image.fromarray(rgba).save(tmp_path / "imgs" / "a.png")
+    wide = np.zeros((8, 16, 3), dtype=np.uint8)
+    wide[:, 4:12] = 255  # the centre square white, the side strips black
+    Image.fromarray(wide).save(tmp_path / "imgs" / "b.png")
+    x = load_images(tmp_path / "imgs")
+    assert x.shape == (2, 3, 8, 8)
+    assert torch.allclose(x[0, :, 4:], torch.ones(3, 4, 8))  # transparent -> white, not black
+    assert torch.allclose(x[0, 0, :4], torch.full((4, 8), 200 / 127.5 - 1))
+    assert torch.allclose(x[1], torch.ones(3, 8, 8))  # centre-cropped, not squashed
+    (tmp_path / "imgs" / "c.png").write_bytes(b"junk")
+    with pytest.raises(ValueError, match=r"c\.png: not an image file that can be read"):
+        load_images(tmp_path / "imgs")
+
+
 def test_group_weights_draw_every_group_equally(tmp_path):
     """Five variants of one design and one single image: with --groups each design is half the draws."""
     np.save(tmp_path / "g.npy", np.array([3, 3, 3, 3, 3, 7]))
@@ -582,3 +602,17 @@ def test_cli_train_refuses_cuda_where_there_is_none(data, tmp_path, monkeypatch)
     assert res.exit_code == 1
     assert res.output.strip() == "Error: device cuda: CUDA is not available to this torch build on this machine"
     assert not (tmp_path / "c").exists()
+
+
+def test_cli_train_unreadable_image_is_one_line(tmp_path):
+    from PIL import Image
+
+    from cmedit.cli.train import train as train_cmd
+
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "imgs" / "b.png").write_bytes(b"junk")
+    res = CliRunner().invoke(train_cmd, [str(tmp_path / "imgs"), "--run-dir", str(tmp_path / "r"), "--max-steps", "1"])
+    assert res.exit_code == 1
+    assert res.output.strip() == f"Error: {tmp_path / 'imgs' / 'b.png'}: not an image file that can be read"
+    assert not (tmp_path / "r").exists()

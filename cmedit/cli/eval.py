@@ -106,7 +106,7 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, limit, batch_
     how far the output's block means are from the input, in 8-bit levels) against bicubic and nearest
     upsampling. Also the network evaluations (NFE) and seconds per image, and with --features the
     kernel distance (KID) of each method's outputs from the originals. Metrics from scikit-image,
-    baselines from OpenCV; details in cmedit/evaluation.py. An image's transparency is ignored.
+    baselines from OpenCV; details in cmedit/evaluation.py. Transparent pixels are composited on white.
     """
     from ..presets import preset_for
 
@@ -132,7 +132,7 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, limit, batch_
     from ..image_files import encode, read_image
 
     with user_errors():
-        images = [encode(read_image(path).rgb, None, 8, False, "PNG") for path in paths]
+        images = [encode(read_image(path).on_white(), None, 8, False, "PNG") for path in paths]
     for path, image in zip(paths, images):
         if image.shape != images[0].shape:
             raise click.ClickException(f"{path}: {image.shape[1]}x{image.shape[0]}, but {paths[0]} is "

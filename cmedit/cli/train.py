@@ -12,7 +12,9 @@ PRESET_NAMES = ["tiny", "small", "base"]  # cmedit.training.model.PRESETS, liste
     "train",
     help="""Train a consistency model with Easy Consistency Tuning (ECT).
 
-DATA is a .npy array (N, H, W, 3) uint8 or a folder of images. The run folder
+DATA is a .npy array (N, H, W, 3) uint8 or a folder of images (read recursively;
+transparent pixels composited on white, each image centre-cropped to a square
+and resized to --resolution). The run folder
 gets training_state.pt (resumable), export/ (a ConsistencyModelPipeline folder
 with EMA weights) and samples/ grids, every --checkpoint-minutes.
 

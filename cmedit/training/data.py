@@ -5,13 +5,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
+
+from cmedit.image_files import encode, read_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
 def load_images(path: str | Path, size: int | None = None) -> torch.Tensor:
-    """Load all images as a float tensor (N, 3, H, W) in [-1, 1]; folders are read in sorted order, resized to `size`."""
+    """Load all images as a float tensor (N, 3, H, W) in [-1, 1].
+
+    Folders are read in sorted order; each image is composited on white where transparent, centre-cropped
+    to a square and resized to ``size`` (default: the first image's shorter side). Raises ``ValueError``
+    with one line naming the file for anything unreadable.
+    """
     path = Path(path)
     if path.suffix == ".npy":
         arr = np.load(path)
@@ -23,10 +30,11 @@ def load_images(path: str | Path, size: int | None = None) -> torch.Tensor:
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise ValueError(f"{path}: no image files")
-        imgs = [Image.open(f).convert("RGB") for f in files]
+        # one-line errors for unreadable files; transparency on white, as scripts/prepare_twemoji.py does
+        imgs = [Image.fromarray(encode(read_image(f).on_white(), None, 8, False, "PNG")) for f in files]
         if size is None:
-            size = imgs[0].size[0]
-        arr = np.stack([np.asarray(im.resize((size, size), Image.LANCZOS)) for im in imgs])
+            size = min(imgs[0].size)
+        arr = np.stack([np.asarray(ImageOps.fit(im, (size, size), Image.LANCZOS)) for im in imgs])
     else:
         raise ValueError(f"{path}: expected a .npy file or a folder of images")
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1
