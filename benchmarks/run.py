@@ -35,8 +35,8 @@ from workloads import (TASKS, build_unet, cmedit_pipeline, diffusers_cm_pipeline
                        save_model_folder, task_call)
 
 from cmedit import __version__
-from cmedit.acceleration import accelerate_pipeline
-from cmedit.loading import DEFAULT_MODEL_DIR
+from cmedit.models.acceleration import accelerate_pipeline
+from cmedit.models.loading import DEFAULT_MODEL_DIR
 from cmedit.pipeline import DEFAULT_EDIT_STEPS
 
 HERE = Path(__file__).resolve().parent

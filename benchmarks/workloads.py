@@ -16,7 +16,7 @@ from diffusers import (CMStochasticIterativeScheduler, ConsistencyModelPipeline,
                        RePaintScheduler, UNet2DModel)
 
 from cmedit import ConsistencyEditPipeline
-from cmedit.loading import DEFAULT_MODEL_DIR
+from cmedit.models.loading import DEFAULT_MODEL_DIR
 
 TASKS = ("generate", "inpaint", "colorize", "super_resolve")
 SUPER_RESOLUTION_FACTOR = 4

@@ -13,31 +13,31 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "ConsistencyEditPipeline": "cmedit.pipeline",
-    "MaskedProjectionScheduler": "cmedit.projection",
-    "Operator": "cmedit.operators",
-    "Inpainting": "cmedit.operators",
-    "Colorization": "cmedit.operators",
-    "SuperResolution": "cmedit.operators",
-    "PatchOperator": "cmedit.operators",
-    "compose": "cmedit.operators",
-    "consistency_function": "cmedit.sampler",
-    "sample": "cmedit.sampler",
-    "load_pipeline": "cmedit.loading",
-    "load_checkpoint": "cmedit.checkpoints",
-    "convert_checkpoint": "cmedit.checkpoints",
-    "PRESETS": "cmedit.presets",
+    "MaskedProjectionScheduler": "cmedit.core.projection",
+    "Operator": "cmedit.core.operators",
+    "Inpainting": "cmedit.core.operators",
+    "Colorization": "cmedit.core.operators",
+    "SuperResolution": "cmedit.core.operators",
+    "PatchOperator": "cmedit.core.operators",
+    "compose": "cmedit.core.operators",
+    "consistency_function": "cmedit.core.sampler",
+    "sample": "cmedit.core.sampler",
+    "load_pipeline": "cmedit.models.loading",
+    "load_checkpoint": "cmedit.models.openai_checkpoints",
+    "convert_checkpoint": "cmedit.models.openai_checkpoints",
+    "PRESETS": "cmedit.models.presets",
 }
 
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from .checkpoints import convert_checkpoint, load_checkpoint
-    from .loading import load_pipeline
-    from .operators import Colorization, Inpainting, Operator, PatchOperator, SuperResolution, compose
+    from .models.openai_checkpoints import convert_checkpoint, load_checkpoint
+    from .models.loading import load_pipeline
+    from .core.operators import Colorization, Inpainting, Operator, PatchOperator, SuperResolution, compose
     from .pipeline import ConsistencyEditPipeline
-    from .presets import PRESETS
-    from .projection import MaskedProjectionScheduler
-    from .sampler import consistency_function, sample
+    from .models.presets import PRESETS
+    from .core.projection import MaskedProjectionScheduler
+    from .core.sampler import consistency_function, sample
 
 
 def __getattr__(name: str):

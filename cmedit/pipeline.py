@@ -28,10 +28,10 @@ import torch.nn.functional as F
 from diffusers import CMStochasticIterativeScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from .image_io import ImageBatchInput, images_to_tensor, masks_to_tensor
-from .operators import Colorization, Inpainting, Operator, SuperResolution, compose
-from .projection import MaskedProjectionScheduler
-from .sampler import sample
+from .io.tensors import ImageBatchInput, images_to_tensor, masks_to_tensor
+from .core.operators import Colorization, Inpainting, Operator, SuperResolution, compose
+from .core.projection import MaskedProjectionScheduler
+from .core.sampler import sample
 
 ClassLabels = int | Sequence[int] | torch.Tensor | None
 
@@ -83,7 +83,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler)
         # The most images the UNet runs at once (None: the whole batch). Crops, tiles, candidates and
         # batched files all add to one batch; a bound keeps large edits within memory without
-        # changing their result (``cmedit.sampler.sample``).
+        # changing their result (``cmedit.core.sampler.sample``).
         self.max_batch_size: int | None = None
         # The schedules used when none is given (from the model folder's cmedit.json). None: edits
         # take DEFAULT_EDIT_STEPS equally spaced steps, generation one step.
@@ -182,7 +182,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         """Zero-shot edit of ``image`` with any ``operator`` (Algorithm 4).
 
         ``image``: one image or a list (a batch edited in one forward pass per step), see
-        ``cmedit.image_io``. ``operator`` acts on the batch after each input is repeated
+        ``cmedit.io.tensors``. ``operator`` acts on the batch after each input is repeated
         ``num_images_per_prompt`` times (candidates are adjacent).
 
         Keyword arguments: ``num_inference_steps`` or ``timesteps`` (default: :attr:`edit_timesteps`,
@@ -261,7 +261,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         the mask are returned unchanged (byte-identical for 8-bit outputs). Other arguments as :meth:`edit`.
 
         ``full_resolution`` (default: when the image is larger than the model in either dimension)
-        edits each masked region in its own square crop at the image's scale (``cmedit.regions``):
+        edits each masked region in its own square crop at the image's scale (``cmedit.fullres.crops``):
         ``context`` is the margin around a region as a fraction of its size, ``feather`` the number
         of pixel rings inside the mask that blend into the original (0: hard edge). Otherwise the
         whole image is resized to the model's resolution and back.
@@ -278,7 +278,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         if full_resolution is None:
             full_resolution = max(images.shape[-2:]) > self.resolution
         if full_resolution:
-            from .regions import inpaint_regions
+            from .fullres.crops import inpaint_regions
 
             return self._run_outside(inpaint_regions, images, masks, context=context, feather=feather, **kwargs)
         masks = masks.repeat_interleave(kwargs.get("num_images_per_prompt", 1), dim=0) if len(masks) > 1 else masks
@@ -314,7 +314,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
 
         ``colorize=True`` also colorizes (only the luminance block means are then known). An input
         larger than ``resolution / factor`` is super-resolved in overlapping tiles of that size
-        (``cmedit.tiles``; ``overlap`` in input pixels), blended with block-constant weights, so the
+        (``cmedit.fullres.tiles``; ``overlap`` in input pixels), blended with block-constant weights, so the
         output is exactly ``factor`` times the input's size at full detail.
         """
         if not isinstance(factor, int) or factor < 2:
@@ -323,7 +323,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             raise ValueError(f"factor {factor} does not divide the model resolution {self.resolution}")
         low = images_to_tensor(image)
         if max(low.shape[-2:]) * factor > self.resolution:
-            from .tiles import super_resolve_tiled
+            from .fullres.tiles import super_resolve_tiled
 
             return self._run_outside(super_resolve_tiled, low, factor, overlap=overlap, colorize=colorize, **kwargs)
         high = low.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)

@@ -26,7 +26,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from cmedit import load_pipeline
-from cmedit.image_io import tensor_to_uint8
+from cmedit.io.tensors import tensor_to_uint8
 from cmedit.training.consistency import unet_denoiser
 from cmedit.training.trajectories import solve_trajectories, trajectory_sigmas
 

@@ -1,4 +1,4 @@
-"""Measure how emoji-like a model's samples are, per sampling schedule (``cmedit.sample_quality``).
+"""Measure how emoji-like a model's samples are, per sampling schedule (``cmedit.evaluation.features``).
 
     python scripts/sample_quality.py train                 # -> checkpoints/twemoji32_features/
     python scripts/sample_quality.py measure --timesteps 0 --timesteps 22,0 --timesteps 12,0
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from cmedit.sample_quality import (
+from cmedit.evaluation.features import (
     LevelSplitUNet,
     load_feature_net,
     sample_scores,
@@ -43,7 +43,7 @@ from cmedit.sample_quality import (
     top_k_accuracy,
     train_feature_net,
 )
-from cmedit.sampler import sample
+from cmedit.core.sampler import sample
 from cmedit.training.trajectories import chunk_file
 
 FEATURES = "checkpoints/twemoji32_features"

@@ -75,7 +75,7 @@ def probe(args, export: Path, label: str) -> None:
     from sample_quality import base_designs, generate  # scripts/, this script's folder
 
     from cmedit import load_pipeline
-    from cmedit.sample_quality import kernel_distance, load_feature_net
+    from cmedit.evaluation.features import kernel_distance, load_feature_net
 
     reference = base_designs(np.load(args.data), np.load(args.groups))
     net = load_feature_net(args.probe_features)

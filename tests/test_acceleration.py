@@ -8,7 +8,7 @@ from diffusers import ConsistencyModelPipeline
 
 from cmedit import (Colorization, ConsistencyEditPipeline, Inpainting, MaskedProjectionScheduler, PatchOperator,
                     SuperResolution, compose)
-from cmedit.acceleration import accelerate_pipeline
+from cmedit.models.acceleration import accelerate_pipeline
 from conftest import RESOLUTION, tiny_scheduler, tiny_unet
 
 

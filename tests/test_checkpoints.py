@@ -20,12 +20,12 @@ from click.testing import CliRunner
 from diffusers import ConsistencyModelPipeline, UNet2DModel
 
 from cmedit import ConsistencyEditPipeline, load_pipeline
-from cmedit.checkpoint_keys import read_architecture, unet_config
-from cmedit.checkpoints import (CheckpointError, convert_checkpoint, load_checkpoint, matches_family,
+from cmedit.models.openai_keys import read_architecture, unet_config
+from cmedit.models.openai_checkpoints import (CheckpointError, convert_checkpoint, load_checkpoint, matches_family,
                                 read_state_dict, unet_from_state_dict)
 from cmedit.cli import main
-from cmedit.loading import ModelLoadError
-from cmedit.presets import IMAGENET64, LSUN256
+from cmedit.models.loading import ModelLoadError
+from cmedit.models.presets import IMAGENET64, LSUN256
 
 # Two small UNets shaped like the released families: ImageNet-64 (class-conditional, scale-shift
 # norm, attention below the top level) and LSUN-256 (unconditional, attention at the bottom only).

@@ -13,8 +13,8 @@ from PIL import Image
 
 from cmedit import ConsistencyEditPipeline, Inpainting, load_pipeline
 from cmedit.cli import main
-from cmedit.evaluation import evaluate
-from cmedit.loading import ModelLoadError
+from cmedit.evaluation.runner import evaluate
+from cmedit.models.loading import ModelLoadError
 from cmedit.pipeline import EDIT_CONFIG_NAME
 from conftest import RESOLUTION, tiny_scheduler, tiny_unet
 

@@ -1,4 +1,4 @@
-"""``cmedit.evaluation`` and ``cmedit eval`` on a tiny random model: structure, counts, masks, baselines."""
+"""``cmedit.evaluation.runner`` and ``cmedit eval`` on a tiny random model: structure, counts, masks, baselines."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from PIL import Image
 
 from cmedit import ConsistencyEditPipeline
 from cmedit.cli.eval import TASK_NAMES, eval as eval_command
-from cmedit.eval_masks import box_mask, stroke_mask
-from cmedit.evaluation import (TASKS, colourfulness, evaluate, format_table, pooled_psnr, prepare_task, run_cmedit,
+from cmedit.evaluation.masks import box_mask, stroke_mask
+from cmedit.evaluation.runner import (TASKS, colourfulness, evaluate, format_table, pooled_psnr, prepare_task, run_cmedit,
                                score, ssim, to_json)
 from conftest import RESOLUTION, tiny_scheduler, tiny_unet
 
@@ -195,7 +195,7 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, images):
 
 def test_features_add_a_kernel_distance_to_every_method_but_the_reference(tiny_pipe, images, tmp_path):
     pytest.importorskip("torchmetrics")
-    from cmedit.sample_quality import FeatureNet, save_feature_net
+    from cmedit.evaluation.features import FeatureNet, save_feature_net
 
     torch.manual_seed(0)
     net = FeatureNet(num_classes=2, width=8, image_size=RESOLUTION).eval()
@@ -229,7 +229,7 @@ def test_features_add_a_kernel_distance_to_every_method_but_the_reference(tiny_p
 
 
 def test_strength_starts_cmedit_part_way_down_the_grid_as_the_pipeline_does(tiny_pipe, images):
-    from cmedit.image_files import encode
+    from cmedit.io.files import encode
     from cmedit.pipeline import strength_timesteps
 
     results = evaluate(tiny_pipe, images, seeds=(0,), num_inference_steps=STEPS, strength=0.5, tasks=("colorize",))

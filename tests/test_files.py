@@ -17,8 +17,8 @@ from PIL import Image, ImageCms
 
 from cmedit import ConsistencyEditPipeline
 from cmedit.cli import main
-from cmedit.image_files import ImageReadError, read_image, read_mask
-from cmedit.image_io import images_to_tensor, masks_to_tensor
+from cmedit.io.files import ImageReadError, read_image, read_mask
+from cmedit.io.tensors import images_to_tensor, masks_to_tensor
 from conftest import RESOLUTION, tiny_scheduler, tiny_unet
 
 R = RESOLUTION
@@ -256,7 +256,7 @@ def test_outpaint_strength_lets_the_mirrored_border_guide_the_fill(tmp_path, mod
     (Algorithm 4 never looks under the mask). The original pixels are kept either way."""
     import torch
 
-    from cmedit.outpaint import outpaint_canvas
+    from cmedit.fullres.canvas import outpaint_canvas
 
     rows, cols = np.meshgrid(np.linspace(40, 220, R), np.linspace(40, 220, R), indexing="ij")
     image = np.stack([rows, cols, 255 - rows], axis=-1).round().astype(np.uint8)  # smooth: the canvas is resized
@@ -335,7 +335,7 @@ def test_a_bad_file_in_a_batch_is_named_and_the_others_are_done(tmp_path, model_
 
 def test_outputs_get_the_permissions_of_a_plain_new_file(tmp_path):
     """Written atomically through a 0600 temporary file, an output still ends up 0666 less the umask."""
-    from cmedit.image_files import write_image
+    from cmedit.io.files import write_image
 
     old = os.umask(0o022)
     try:

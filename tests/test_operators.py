@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cmedit.operators import (LUMINANCE, Colorization, Inpainting, PatchOperator, SuperResolution, compose,
+from cmedit.core.operators import (LUMINANCE, Colorization, Inpainting, PatchOperator, SuperResolution, compose,
                               luminance_basis, patch_mean_basis)
 
 

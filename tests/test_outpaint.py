@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from cmedit.image_io import tensor_to_uint8
-from cmedit.outpaint import outpaint_canvas, reflect_crop, reflect_indices, rgba_to_mask
-from cmedit.regions import inpaint_regions
+from cmedit.io.tensors import tensor_to_uint8
+from cmedit.fullres.canvas import outpaint_canvas, reflect_crop, reflect_indices, rgba_to_mask
+from cmedit.fullres.crops import inpaint_regions
 
 
 def image(h=7, w=5, seed=0) -> torch.Tensor:

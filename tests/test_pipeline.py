@@ -11,7 +11,7 @@ from diffusers import ConsistencyModelPipeline, DiffusionPipeline
 from PIL import Image
 
 from cmedit import Colorization, ConsistencyEditPipeline, SuperResolution, load_pipeline
-from cmedit.loading import ModelLoadError
+from cmedit.models.loading import ModelLoadError
 from conftest import RESOLUTION, tiny_scheduler, tiny_unet
 
 LUMA = np.array([0.2989, 0.5870, 0.1140])

@@ -15,9 +15,9 @@ from PIL import Image
 
 from cmedit import ConsistencyEditPipeline
 from cmedit.cli import main
-from cmedit.imagenet_classes import IMAGENET_CLASSES, imagenet_class_index
-from cmedit.loading import ModelLoadError, load_pipeline, resolve_model
-from cmedit.presets import IMAGENET64, LSUN256, PRESETS, Family, Preset, checkpoint_dir, preset_for, preset_table
+from cmedit.models.imagenet_classes import IMAGENET_CLASSES, imagenet_class_index
+from cmedit.models.loading import ModelLoadError, load_pipeline, resolve_model
+from cmedit.models.presets import IMAGENET64, LSUN256, PRESETS, Family, Preset, checkpoint_dir, preset_for, preset_table
 from conftest import tiny_scheduler, tiny_unet
 from test_checkpoints import HEAD_CHANNELS, IMAGENET_LIKE, SIZE, openai_state_dict
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from cmedit.image_io import tensor_to_uint8
-from cmedit.regions import feather_weights, inpaint_regions, plan_crops
+from cmedit.io.tensors import tensor_to_uint8
+from cmedit.fullres.crops import feather_weights, inpaint_regions, plan_crops
 from conftest import RESOLUTION
 
 HEIGHT, WIDTH = 45, 70  # a 70x45 image, larger than the model's 16x16

@@ -1,4 +1,4 @@
-"""``cmedit.sample_quality``: the feature network learns, the distances order image sets, weights round-trip,
+"""``cmedit.evaluation.features``: the feature network learns, the distances order image sets, weights round-trip,
 the level split runs each network on its own levels."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ pytest.importorskip("torchmetrics")
 from conftest import tiny_scheduler, tiny_unet
 from diffusers.utils.torch_utils import randn_tensor
 
-from cmedit.sample_quality import (FeatureNet, LevelSplitUNet, load_feature_net, sample_scores, save_feature_net,
+from cmedit.evaluation.features import (FeatureNet, LevelSplitUNet, load_feature_net, sample_scores, save_feature_net,
                                    to_tensor, top_k_accuracy, train_feature_net)
-from cmedit.sampler import sample
+from cmedit.core.sampler import sample
 
 SIZE = 16
 

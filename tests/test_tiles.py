@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmedit.operators import LUMINANCE
-from cmedit.tiles import blend_tiles, super_resolve_tiled, tile_starts, tile_window
+from cmedit.core.operators import LUMINANCE
+from cmedit.fullres.tiles import blend_tiles, super_resolve_tiled, tile_starts, tile_window
 from conftest import RESOLUTION
 from test_regions import ForwardCounter
 

@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 from diffusers import CMStochasticIterativeScheduler, ConsistencyModelPipeline, UNet2DModel
 
-from cmedit.loading import load_pipeline
-from cmedit.sampler import consistency_function
+from cmedit.models.loading import load_pipeline
+from cmedit.core.sampler import consistency_function
 from cmedit.training.consistency import ECTSchedule, ect_loss, heun_step, make_scheduler
 from cmedit.training.data import load_group_weights, load_images, random_batch
 from cmedit.training.loop import STATE_FILE, TrainConfig, lr_factor, train

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..presets import PRESETS, checkpoint_dir
+from ..models.presets import PRESETS, checkpoint_dir
 from .options import user_errors
 
 _PRESET_LINES = "\n".join(
@@ -60,7 +60,7 @@ def convert(checkpoint: Path, output_dir: Path | None, preset: str | None, resol
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         raise click.ClickException(f"{output_dir}: folder exists and is not empty (--overwrite to write into it)")
     with user_errors():
-        from ..checkpoints import load_checkpoint
+        from ..models.openai_checkpoints import load_checkpoint
 
         pipe = load_checkpoint(checkpoint, preset=preset, resolution=resolution, num_head_channels=num_head_channels,
                                num_train_timesteps=num_train_timesteps)

@@ -1,4 +1,4 @@
-"""``cmedit eval``: edit quality on held-out images against classical baselines (``cmedit.evaluation``)."""
+"""``cmedit eval``: edit quality on held-out images against classical baselines (``cmedit.evaluation.runner``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import click
 from .files import expand_inputs
 from .options import DTYPES, check_strength, load_model, parse_timesteps, strength_option, user_errors
 
-# The names of cmedit.evaluation.TASKS, repeated here so that `cmedit eval --help` imports no torch
+# The names of cmedit.evaluation.runner.TASKS, repeated here so that `cmedit eval --help` imports no torch
 # (tests/test_evaluation.py checks that the two agree).
 TASK_NAMES = ("inpaint_box", "inpaint_stroke", "colorize", "sr4")
 
@@ -39,7 +39,7 @@ def parse_tasks(ctx: click.Context, param: click.Parameter, value: str) -> list[
 
 def image_paths(sources: tuple[str, ...]) -> list[Path]:
     """The image files of folders (their files with an image extension, sorted by name), files and globs."""
-    from ..image_files import FORMATS
+    from ..io.files import FORMATS
 
     paths: list[Path] = []
     for source in sources:
@@ -108,7 +108,7 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, limit, batch_
     kernel distance (KID) of each method's outputs from the originals. Metrics from scikit-image,
     baselines from OpenCV; details in cmedit/evaluation.py. Transparent pixels are composited on white.
     """
-    from ..presets import preset_for
+    from ..models.presets import preset_for
 
     check_strength(strength, timesteps)
     if json_path is not None and json_path.exists() and not overwrite:
@@ -123,13 +123,13 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, limit, batch_
             raise click.ClickException(f"{json_path}: folder {folder} is not writable")
     paths = image_paths(sources)[:limit]
     try:
-        from ..evaluation import evaluate, format_table, to_json
+        from ..evaluation.runner import evaluate, format_table, to_json
         if features is not None:
             import torchmetrics  # noqa: F401  (needed by the KID column)
     except ModuleNotFoundError as error:
         raise click.ClickException(f"cmedit eval needs {error.name}: pip install 'cmedit[eval]'") from None
-    from ..sample_quality import load_feature_net
-    from ..image_files import encode, read_image
+    from ..evaluation.features import load_feature_net
+    from ..io.files import encode, read_image
 
     with user_errors():
         images = [encode(read_image(path).on_white(), None, 8, False, "PNG") for path in paths]
@@ -158,7 +158,7 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, limit, batch_
 
 def write_text_atomically(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``."""
-    from ..image_files import new_file_permissions
+    from ..io.files import new_file_permissions
 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -95,8 +95,8 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
     that the bad file is named. An output that exists is an error for a single explicit ``-o file``
     and is skipped otherwise, unless ``--overwrite``. One bad file does not stop the others.
     """
-    from ..image_files import DEFAULT_MAX_PIXELS, check_output_path, read_image, write_image
-    from ..loading import ModelLoadError
+    from ..io.files import DEFAULT_MAX_PIXELS, check_output_path, read_image, write_image
+    from ..models.loading import ModelLoadError
 
     written = skipped = failed = 0
     for job in jobs:

@@ -28,7 +28,7 @@ def generate(num_images, batch_size, output, model, steps, timesteps, seed, devi
 
     Default: the model folder's own schedule (generate_timesteps in its cmedit.json), else 1 step.
     """
-    from ..image_files import check_output_path, write_image
+    from ..io.files import check_output_path, write_image
 
     count = num_images * num_samples
     if is_file_target(output):

@@ -44,8 +44,8 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
     import numpy as np
     from PIL import Image
 
-    from ..image_files import DEFAULT_MAX_PIXELS, read_mask
-    from ..image_io import masks_to_tensor
+    from ..io.files import DEFAULT_MAX_PIXELS, read_mask
+    from ..io.tensors import masks_to_tensor
 
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     jobs = plan_jobs(expand_inputs(images), output, "inpainted", num_samples)

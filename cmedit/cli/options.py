@@ -34,7 +34,7 @@ class ClassLabel(click.ParamType):
         try:
             index = int(text)
         except ValueError:
-            from ..imagenet_classes import imagenet_class_index
+            from ..models.imagenet_classes import imagenet_class_index
 
             try:
                 return imagenet_class_index(text)
@@ -55,7 +55,7 @@ def model_options(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def with_preset_schedule(*args, model=None, steps=None, timesteps=None, quiet=False, **kwargs):
-        from ..presets import preset_for
+        from ..models.presets import preset_for
 
         strength = kwargs.get("strength", 1.0)
         check_strength(strength, timesteps)
@@ -126,7 +126,7 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
     import torch
     from diffusers.utils import logging as diffusers_logging
 
-    from ..loading import load_pipeline
+    from ..models.loading import load_pipeline
 
     diffusers_logging.set_verbosity_error()
     if device == "auto":
@@ -146,7 +146,7 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
         raise click.BadParameter("float16 is not supported on the CPU; use float32 or bfloat16", param_hint="--dtype")
     pipe = load_pipeline(model, device=torch_device, dtype=getattr(torch, dtype))
     if compile_unet or channels_last:
-        from ..acceleration import accelerate_pipeline
+        from ..models.acceleration import accelerate_pipeline
 
         accelerate_pipeline(pipe, compile=compile_unet, channels_last=channels_last)
     pipe.set_progress_bar_config(disable=quiet, leave=False)

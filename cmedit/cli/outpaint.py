@@ -33,8 +33,8 @@ def outpaint(images, left, right, top, bottom, feather, strength, output, model,
              class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality, no_alpha,
              max_pixels) -> None:
     """Extend each IMAGE by the given borders and fill them; the original pixels are kept exactly."""
-    from ..image_io import images_to_tensor
-    from ..outpaint import outpaint_canvas
+    from ..io.tensors import images_to_tensor
+    from ..fullres.canvas import outpaint_canvas
 
     if left + right + top + bottom == 0:
         raise click.UsageError("give at least one of --left, --right, --top, --bottom")

@@ -3,7 +3,7 @@
 Recipe (chosen for a CPU budget of a few hours, from scratch):
 
 * Parameterisation (Song et al. 2023, Appendix C; design.md section 1), per-sample sigma
-  (``cmedit.sampler.consistency_function``, the sampler's own):
+  (``cmedit.core.sampler.consistency_function``, the sampler's own):
   ``f(x, t) = c_skip(t) x + c_out(t) F(c_in(t) x, 250 ln t)`` with the scalings of
   diffusers' ``CMStochasticIterativeScheduler``, so the trained UNet is a drop-in
   for ``ConsistencyModelPipeline``.
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import CMStochasticIterativeScheduler, UNet2DModel
 
-from cmedit.sampler import consistency_function
+from cmedit.core.sampler import consistency_function
 
 
 def make_scheduler(num_train_timesteps: int = 40) -> CMStochasticIterativeScheduler:

@@ -146,7 +146,7 @@ def load_teacher(
 
     It must take the training images without labels.
     """
-    from cmedit.loading import load_pipeline
+    from cmedit.models.loading import load_pipeline
 
     teacher = load_pipeline(source, device=device)
     if teacher.unet.dtype != torch.float32:  # e.g. half-precision weights: the ODE step runs in float32

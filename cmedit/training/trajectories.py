@@ -31,7 +31,7 @@ import torch
 from diffusers import CMStochasticIterativeScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
-from cmedit.sampler import consistency_function
+from cmedit.core.sampler import consistency_function
 from cmedit.training.consistency import Denoiser, heun_step, make_scheduler
 
 CHUNK = 128

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .operators import LUMINANCE
+from ..core.operators import LUMINANCE
 
 # Refuse larger images unless asked (decompression bombs; a 8000 x 8000 photo is 64 MP).
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -170,7 +170,7 @@ def _cmyk_to_rgb(image: Image.Image, icc: bytes | None) -> Image.Image:
 
 
 def read_mask(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode a mask file as a PIL image; ``cmedit.image_io.masks_to_tensor`` applies the convention."""
+    """Decode a mask file as a PIL image; ``cmedit.io.tensors.masks_to_tensor`` applies the convention."""
     return _open(Path(path), max_pixels)
 
 

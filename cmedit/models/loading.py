@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .pipeline import ConsistencyEditPipeline
+from ..pipeline import ConsistencyEditPipeline
 from .presets import PRESETS
 
 logger = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ def resolve_model(model: str | os.PathLike | None) -> str:
     """The path or hub id to load.
 
     ``None``: the embedded default model. A released model's name (``cd_imagenet64_l2``, see
-    ``cmedit.presets``) that is not a local path: its local copy (``<checkpoint_dir>/<name>.pt`` or
+    ``cmedit.models.presets``) that is not a local path: its local copy (``<checkpoint_dir>/<name>.pt`` or
     ``<checkpoint_dir>/<name>/``) when there is one, else its hub id ``openai/diffusers-<name>``.
     Anything else: ``model`` itself.
     """
@@ -47,7 +47,7 @@ def load_pipeline(
     dtype: torch.dtype | None = None,
 ) -> ConsistencyEditPipeline:
     """Load a ``ConsistencyEditPipeline`` from a diffusers folder (``unet/`` + ``scheduler/``), an original
-    OpenAI ``.pt`` checkpoint (converted in memory, ``cmedit.checkpoints``), a released model's name
+    OpenAI ``.pt`` checkpoint (converted in memory, ``cmedit.models.openai_checkpoints``), a released model's name
     (``cd_imagenet64_l2``: its local copy or its hub id, see :func:`resolve_model`) or a hub id.
 
     ``model=None`` loads the embedded default model. A local folder needs no ``model_index.json``
@@ -65,7 +65,7 @@ def load_pipeline(
                    or source.strip("/").count("/") > 1 or path.suffix in (".pt", ".pth"))
     try:
         if path.is_file():
-            from .checkpoints import CheckpointError, load_checkpoint
+            from .openai_checkpoints import CheckpointError, load_checkpoint
 
             try:
                 pipe = load_checkpoint(path)

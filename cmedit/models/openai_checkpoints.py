@@ -4,7 +4,7 @@ A checkpoint is untrusted input: it is read with ``torch.load(..., weights_only=
 file whose unpickling would run code is refused, never executed. The architecture comes from the
 weights' keys and shapes (``checkpoint_keys.read_architecture``); what they cannot tell (image size,
 channels per attention head, the scheduler's ``num_train_timesteps``) comes from the arguments, else
-from the released model the checkpoint is (``cmedit.presets``: ``preset=``, else the file's name).
+from the released model the checkpoint is (``cmedit.models.presets``: ``preset=``, else the file's name).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from diffusers import CMStochasticIterativeScheduler, UNet2DModel
 
-from .checkpoint_keys import CheckpointError, UNetArchitecture, convert_state_dict, read_architecture, unet_config
-from .pipeline import ConsistencyEditPipeline
+from .openai_keys import CheckpointError, UNetArchitecture, convert_state_dict, read_architecture, unet_config
+from ..pipeline import ConsistencyEditPipeline
 from .presets import FAMILIES, PRESETS, Family, Preset, preset_for
 
 logger = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def load_checkpoint(
 
     Args:
         path: the ``.pt`` file (e.g. ``cd_imagenet64_l2.pt``), read with ``weights_only=True``.
-        preset: the released model it is (a key of ``cmedit.presets.PRESETS``); default: the file's
+        preset: the released model it is (a key of ``cmedit.models.presets.PRESETS``); default: the file's
             name when that is a preset's. It gives the scheduler's grid and is checked against the weights.
         resolution, num_head_channels, num_train_timesteps: override what the preset (or, for the
             released architectures, the weights) imply; required for other architectures.

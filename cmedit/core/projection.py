@@ -2,7 +2,7 @@
 
 ``MaskedProjectionScheduler`` wraps a ``CMStochasticIterativeScheduler`` and keeps
 its interface (``set_timesteps``, ``scale_model_input``, ``step``), so generation
-and every edit run through the same sampling loop (``cmedit.sampler.sample``).
+and every edit run through the same sampling loop (``cmedit.core.sampler.sample``).
 Its ``step`` denoises, clips, applies the projection ``P`` and only then adds the
 next level's noise, drawing that noise exactly as the wrapped scheduler would.
 """

@@ -7,7 +7,7 @@ Three small pieces that all answer "what is outside the picture":
   is not repeated, and windows many times the image size mirror back and forth). The region
   editor and the tiled super-resolution use it where a square does not fit into the picture.
 - :func:`outpaint_canvas` extends the canvas and returns the mask of the new border; filling it
-  is then an inpainting (``cmedit.regions.inpaint_regions`` or ``pipe.inpaint``).
+  is then an inpainting (``cmedit.fullres.crops.inpaint_regions`` or ``pipe.inpaint``).
 - :func:`rgba_to_mask` turns the transparent pixels of an RGBA picture into the mask to fill.
 
 Images are ``(B, C, H, W)`` float tensors in ``[-1, 1]``. Mask polarity, as everywhere in

@@ -3,7 +3,7 @@
 A model of resolution ``R`` super-resolves by ``factor`` a tile of ``t = R / factor`` low-resolution
 pixels. A larger image is covered by overlapping tiles of ``t x t`` (evenly spaced, each pair of
 neighbours overlapping by at least ``overlap`` low-resolution pixels); an image smaller than a tile
-in a direction is mirrored out to the tile's size (``cmedit.outpaint.reflect_crop``). Every tile is
+in a direction is mirrored out to the tile's size (``cmedit.fullres.canvas.reflect_crop``). Every tile is
 edited with ``SuperResolution(factor)`` (or colorization and super-resolution composed) on its
 nearest-upsampled pixels, all tiles in one batch (one forward pass per step), and the results are
 blended with a window that tapers (``sin^2``) across the overlap.
@@ -23,10 +23,10 @@ import math
 
 import torch
 
-from .operators import Colorization, PatchOperator, SuperResolution, compose
-from .outpaint import reflect_crop
-from .pipeline import ClassLabels, ConsistencyEditPipeline
-from .regions import edit_crops
+from ..core.operators import Colorization, PatchOperator, SuperResolution, compose
+from .canvas import reflect_crop
+from ..pipeline import ClassLabels, ConsistencyEditPipeline
+from .crops import edit_crops
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:

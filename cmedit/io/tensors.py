@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .operators import LUMINANCE
+from ..core.operators import LUMINANCE
 
 ImageInput = Union[Image.Image, np.ndarray, torch.Tensor]
 ImageBatchInput = Union[ImageInput, Sequence[ImageInput]]

@@ -6,7 +6,7 @@ Images are ``(H, W, 3)`` uint8 arrays, all of one size; every metric is computed
 Tasks and methods:
 
 - ``inpaint_box``, ``inpaint_stroke``: fill a centre box (a quarter of the area) or free-form
-  strokes (``cmedit.eval_masks``); every method gets the image with the masked pixels zeroed.
+  strokes (``cmedit.evaluation.masks``); every method gets the image with the masked pixels zeroed.
   Baselines: ``cv2.inpaint`` with ``INPAINT_TELEA`` (Telea 2004) and ``INPAINT_NS`` (Bertalmio et al.
   2001, Navier-Stokes), radius 3. PSNR and SSIM over the masked pixels only.
 - ``colorize``: colour the grey image (``cv2.COLOR_RGB2GRAY``, BT.601, replicated to RGB). Baseline:
@@ -25,9 +25,9 @@ Metrics (PSNR and SSIM from ``skimage.metrics``, not re-implemented here):
   SSIM map over the masked pixels (the 7x7 windows near the mask's edge also see kept pixels);
   whole-image tasks: skimage's mean SSIM. Then the mean over images.
 - Colourfulness: Hasler & Suesstrunk 2003 (:func:`colourfulness`), the mean over images.
-- KID x1000 (only with ``features``, a :class:`cmedit.sample_quality.FeatureNet` of the images'
+- KID x1000 (only with ``features``, a :class:`cmedit.evaluation.features.FeatureNet` of the images'
   domain): the kernel distance between a method's outputs and the original images in that network's
-  features, over the whole set (:func:`cmedit.sample_quality.kernel_distance`, one subset of all
+  features, over the whole set (:func:`cmedit.evaluation.features.kernel_distance`, one subset of all
   images). Small when the outputs look like the originals as a set, whatever their pixel errors:
   a plausible but different colour costs PSNR, not KID; a grey or blurred image costs both. Each
   output is paired with its own original, so near-copies score below 0; compare methods, not with 0.
@@ -58,10 +58,10 @@ import torch
 from skimage.measure import block_reduce
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from .eval_masks import box_mask, stroke_mask
-from .image_files import encode
-from .pipeline import ConsistencyEditPipeline
-from .sample_quality import FeatureNet, kernel_distance
+from .masks import box_mask, stroke_mask
+from ..io.files import encode
+from ..pipeline import ConsistencyEditPipeline
+from .features import FeatureNet, kernel_distance
 
 TASKS = ("inpaint_box", "inpaint_stroke", "colorize", "sr4")
 SR_FACTOR = 4
@@ -241,8 +241,8 @@ def evaluate(
             starts from black.
         tasks: a subset of :data:`TASKS`.
         batch_size: images per pipeline call.
-        mask_seed: the seed of the stroke masks (``cmedit.eval_masks.stroke_mask``).
-        features: a feature network of the images' domain and size (``cmedit.sample_quality``);
+        mask_seed: the seed of the stroke masks (``cmedit.evaluation.masks.stroke_mask``).
+        features: a feature network of the images' domain and size (``cmedit.evaluation.features``);
             adds the ``kid_x1000`` metric. Needs ``torchmetrics``.
         progress: called with a short message before each run (e.g. ``click.echo``).
 
@@ -339,7 +339,7 @@ def versions() -> dict[str, str]:
     import diffusers
     import skimage
 
-    from . import __version__
+    from .. import __version__
 
     return {"cmedit": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
             "scikit-image": skimage.__version__, "opencv": cv2.__version__, "numpy": np.__version__}

@@ -2,7 +2,7 @@
 
 Sigma schedules and the scalings come from diffusers' ``CMStochasticIterativeScheduler``;
 this module only runs the loop. Generation passes the plain scheduler; edits pass a
-``MaskedProjectionScheduler`` (``cmedit.projection``), so both share this one loop.
+``MaskedProjectionScheduler`` (``cmedit.core.projection``), so both share this one loop.
 """
 
 from __future__ import annotations

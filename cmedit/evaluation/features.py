@@ -231,7 +231,7 @@ def sample_scores(
 class LevelSplitUNet(nn.Module):
     """Two networks as one: ``high`` at noise levels at or above ``split``, ``low`` below it.
 
-    :func:`cmedit.sampler.sample` takes it in place of a ``UNet2DModel``. A diagnostic: sampling
+    :func:`cmedit.core.sampler.sample` takes it in place of a ``UNet2DModel``. A diagnostic: sampling
     with the first evaluation of one model and the later ones of another shows which levels decide a
     schedule's sample quality. The sigma is read back from the network's timestep input
     (``c_noise = 250 log sigma``, design.md section 1); a batch has one level, as in sampling.

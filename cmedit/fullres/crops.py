@@ -14,7 +14,7 @@ inpainted, resized back, and only its masked pixels are written into the origina
 - crops whose squares would overlap are merged into one (the union of their regions), so no pixel
   is generated twice and neighbouring regions see each other as "to generate";
 - where the square does not fit into the image (a side longer than the image's shorter side), the
-  missing part is mirrored in (``cmedit.outpaint.reflect_crop``), mask included;
+  missing part is mirrored in (``cmedit.fullres.canvas.reflect_crop``), mask included;
 - the model never sees the masked content: masked pixels of a crop are set to the mean of its kept
   pixels before the resize, and the mask is resized with "any covered pixel is generated"
   (``Inpainting.resized``);
@@ -38,9 +38,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .operators import Inpainting, Operator
-from .outpaint import reflect_crop
-from .pipeline import ClassLabels, ConsistencyEditPipeline, resize
+from ..core.operators import Inpainting, Operator
+from .canvas import reflect_crop
+from ..pipeline import ClassLabels, ConsistencyEditPipeline, resize
 
 # Context always added around a region, in pixels, whatever ``context`` is.
 MIN_MARGIN = 4
