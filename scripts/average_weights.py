@@ -1,6 +1,6 @@
 """Average the UNet weights of two or more model folders of one architecture.
 
-    python scripts/average_weights.py runs/session9 runs/anchor_t7725/export -o runs/avg_s9_s12   # MODEL_CARD.md
+    python scripts/average_weights.py runs/anchored_a runs/anchored_b/export -o runs/average   # docs/training.md
 
 The output is a copy of the first folder (scheduler, ``model_index.json``, ``cmedit.json``) whose
 ``unet/diffusion_pytorch_model.safetensors`` holds the weighted mean of every tensor, computed in

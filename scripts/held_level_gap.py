@@ -1,8 +1,8 @@
 """How far models' denoisers are from a reference model's at given noise levels (the "held levels").
 
-    python scripts/held_level_gap.py --reference runs/tune_s14/export cmedit/default_model runs/f050_step15115
+    python scripts/held_level_gap.py --reference cmedit/default_model runs/anchored/export
 
-The anchored trajectory runs of MODEL_CARD.md (sessions 15 to 18) train the levels above
+The anchored trajectory runs (docs/model_history.md) train the levels above
 ``--anchor-below`` on a teacher's ODE trajectories and hold the levels below it to an anchor model's
 outputs; the edits' low levels live there. This measures how closely they were held: every image of
 IMAGES (a folder or a .npy, as ``cmedit train`` reads them) is noised at each sigma with the same

@@ -1,6 +1,6 @@
 """Train the default model on one lent GPU in a fixed wall-clock budget (ECT, two phases).
 
-A lent GPU session has minutes, not hours, so the curriculum is set by time, not steps:
+A lent GPU is held for minutes, not hours, so the curriculum is set by time, not steps:
 
   --phase pretrain  stage 0 (denoiser training, EDM loss) under bf16 autocast for --minutes; the EMA
                     export in RUN/pretrain/export is the denoiser that ECT starts from. --init-from DIR

@@ -2,12 +2,12 @@
 # The lent-GPU run of the default model (MODEL_CARD.md): ECT denoiser pre-training, then consistency tuning,
 # in a fixed wall-clock budget (scripts/train_gpu.py), packed into <=15 MB parts for the way back.
 # Run from the repository root with data/ from scripts/prepare_twemoji.py:
-#   OUT=/tmp/gpu_out bash scripts/gpu_session.sh
-# The defaults are session 3's run from scratch. Sessions 8 and 13 (MODEL_CARD.md) continued the committed
-# denoiser; session 13's command (570 s on an H200, all three phases; step 7,725 was committed then):
-#   PRETRAIN_FROM=checkpoints/twemoji32_stage0 PRETRAIN_FROM_STEP=7725 PRETRAIN_MINUTES=3.6 TUNE_MINUTES=2.0 \
-#     MAX_STAGE=6 KEEP_STAGES=6 TRAJ_MINUTES=1.0 TRAJECTORIES=16384 TRAJ_ANCHOR_BELOW=10 bash scripts/gpu_session.sh
-# The committed denoiser is now that run's (PRETRAIN_FROM_STEP=11219; checkpoints/README.md).
+#   OUT=/tmp/gpu_out bash scripts/gpu_train.sh
+# The defaults are the first run from scratch. The embedded model's later runs continued the committed
+# denoiser, checkpoints/twemoji32_teacher (docs/training.md). The last one's command (all three phases in 570 s
+# on an H200; it started from step 7,725), now from the committed step 11,219:
+#   PRETRAIN_FROM=checkpoints/twemoji32_teacher PRETRAIN_FROM_STEP=11219 PRETRAIN_MINUTES=3.6 TUNE_MINUTES=2.0 \
+#     MAX_STAGE=6 KEEP_STAGES=6 TRAJ_MINUTES=1.0 TRAJECTORIES=16384 TRAJ_ANCHOR_BELOW=10 bash scripts/gpu_train.sh
 # Each phase's results are packed into OUT as soon as it ends (pretrain.tgz.partNN, tune.tgz.partNN,
 # traj.tgz.partNN; unpack with `cat pretrain.tgz.part* | tar xz`), so a command stopped at its time limit
 # still returns the phases that finished.
