@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--heldout", default="samples/heldout", help="folder of held-out PNGs")
     parser.add_argument("--out", default="docs/default_model")
     parser.add_argument("--timesteps", default="18,0",
-                        help="2-step schedule of the sample grid (MODEL_CARD.md, \"Sample quality\")")
+                        help="2-step schedule of the sample grid (MODEL_CARD.md, \"Recommended timesteps\")")
     parser.add_argument("--edit-timesteps", default=None,
                         help="schedule of the edit figure (default: the model's edit default, as the CLI)")
     parser.add_argument("--rows", type=int, default=8, help="held-out images in the edit figure")
