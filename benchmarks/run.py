@@ -37,7 +37,7 @@ from workloads import (TASKS, build_unet, cmedit_pipeline, diffusers_cm_pipeline
 from cmedit import __version__
 from cmedit.models.acceleration import accelerate_pipeline
 from cmedit.models.loading import DEFAULT_MODEL_DIR
-from cmedit.pipeline import DEFAULT_EDIT_STEPS
+from cmedit.core.schedules import DEFAULT_EDIT_STEPS
 
 HERE = Path(__file__).resolve().parent
 REPAINT_FULL = {"steps": 250, "jump_length": 10, "jump_n_sample": 10}
@@ -158,7 +158,7 @@ def startup(unet_config, repeats, threads, workdir: Path, reference: bool = True
                                   check=True).stdout.split()[-2:]
 
     if (DEFAULT_MODEL_DIR / "unet").is_dir():
-        model_args, model = [], "embedded default model (cmedit/default_model/)"
+        model_args, model = [], "embedded default model (cmedit/models/default_model/)"
         size = json.loads((DEFAULT_MODEL_DIR / "unet" / "config.json").read_text())["sample_size"]
     else:
         model_args = ["--model", str(save_model_folder(unet_config, workdir / "model"))]

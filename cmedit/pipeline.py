@@ -2,11 +2,14 @@
 
 A diffusers ``DiffusionPipeline`` with the components of ``ConsistencyModelPipeline``
 (``unet``, ``scheduler``), so it loads and saves the same folders. Generation reproduces
-``ConsistencyModelPipeline`` exactly; edits run Algorithm 4 through ``MaskedProjectionScheduler``.
+``ConsistencyModelPipeline`` exactly; edits run Algorithm 4 of the Consistency Models paper
+(arXiv 2303.01469) through ``MaskedProjectionScheduler`` (docs/design.md, section 3).
 
 Images whose size differs from the model's resolution are resized to it (bicubic, antialiased),
 edited, resized back to their own size, and projected once more at that size onto the known part
 of the original, so the known pixels / luminance / block means of the input hold at full size.
+Inpainting of images larger than the model runs in crops around the masked regions and
+super-resolution of large images in tiles (``cmedit.fullres``); the pipeline chooses.
 
 ``strength < 1`` starts an edit part-way down the noise grid from the whole input plus noise
 (SDEdit, Meng et al. 2022; the paper's stroke-guided editing) instead of from the known part plus
@@ -14,65 +17,64 @@ noise at the top of the schedule: the unknown part's current content then guides
 
 Without a schedule, edits take the model's own (``edit_timesteps``, from ``cmedit.json`` in its
 folder), else ``DEFAULT_EDIT_STEPS`` equally spaced steps; generation takes ``generate_timesteps``
-from the same file, else one step (as ``ConsistencyModelPipeline``).
+from the same file, else one step (as ``ConsistencyModelPipeline``). Schedules: ``cmedit.core.schedules``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from diffusers import CMStochasticIterativeScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 
-from .io.tensors import ImageBatchInput, images_to_tensor, masks_to_tensor
+from .core.arguments import ClassLabels, EditOptions, Generators, check_int, check_number, draw_class_labels
 from .core.operators import Colorization, Inpainting, Operator, SuperResolution, compose
 from .core.projection import MaskedProjectionScheduler
 from .core.sampler import sample
+from .core.schedules import (DEFAULT_EDIT_STEPS, EDIT_CONFIG_NAME, SCHEDULE_KEYS, check_schedule,  # noqa: F401
+                             edit_schedule, read_schedule_file, set_timesteps, strength_timesteps)
+from .fullres.crops import inpaint_regions
+from .fullres.tiles import super_resolve_tiled
+from .io.tensors import ImageBatchInput, images_to_tensor, masks_to_tensor, resize
 
-ClassLabels = int | Sequence[int] | torch.Tensor | None
+logger = logging.getLogger(__name__)
 
-DEFAULT_EDIT_STEPS = 4
-# A model folder may recommend its own schedules in this file, each key optional:
-# {"edit_timesteps": [26, 22, 18, 14], "generate_timesteps": [14, 0]}.
-EDIT_CONFIG_NAME = "cmedit.json"
-SCHEDULE_KEYS = ("edit_timesteps", "generate_timesteps")
-
-
-def strength_timesteps(num_train_timesteps: int, num_inference_steps: int, strength: float) -> list[int]:
-    """Descending grid indices for ``num_inference_steps`` steps that start at ``strength`` of the noise grid.
-
-    The first step is at index ``round((1 - strength) * (num_train_timesteps - 1))`` (index 0 is
-    ``sigma_max``, the last index ``sigma_min``); the steps are spaced as diffusers'
-    ``CMStochasticIterativeScheduler.set_timesteps`` spaces them over the whole grid, so
-    ``strength=1`` gives exactly its schedule.
-    """
-    if not 0 < strength <= 1:  # also refuses NaN
-        raise ValueError(f"strength must be in (0, 1], got {strength}")
-    start = round((1 - strength) * (num_train_timesteps - 1))
-    step = (num_train_timesteps - start) // num_inference_steps
-    if step < 1:
-        raise ValueError(f"strength {strength} leaves {num_train_timesteps - start} of the model's "
-                         f"{num_train_timesteps} noise levels, fewer than {num_inference_steps} steps: raise the "
-                         "strength or lower the steps")
-    return [start + n * step for n in reversed(range(num_inference_steps))]
+EDIT_ARGS = """num_inference_steps (`int`, *optional*): equally spaced steps. Default: the model's own
+                schedule (:attr:`edit_timesteps`, from its ``cmedit.json``), else ``DEFAULT_EDIT_STEPS``.
+            timesteps (`list[int]`, *optional*): descending indices into the model's noise grid,
+                instead of ``num_inference_steps`` (e.g. ``[22, 0]``; docs/design.md, section 2).
+            strength (`float`, defaults to {strength}): in ``(0, 1]``. Below 1 the steps start at that
+                fraction of the noise grid from the whole input plus noise, so what lies in the unknown
+                part (under the mask, say) guides the result; lower keeps more of it. Takes
+                ``num_inference_steps``, not ``timesteps``.
+            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*): class-conditional models
+                only; one for all images or one per image. Random (from the generator's seed) if omitted.
+            num_images_per_prompt (`int`, defaults to 1): candidates per input image, adjacent in the output.
+            generator (`torch.Generator` or `list[torch.Generator]`, *optional*): one for the batch, or
+                one per output image (images x candidates), which makes each image's result independent
+                of the batch it is edited in.
+            output_type (`str`, defaults to ``"pil"``): ``"pil"``, ``"np"`` (float ``HWC`` in ``[0, 1]``)
+                or ``"pt"`` (float ``BCHW`` in ``[0, 1]``), as in diffusers.
+            return_dict (`bool`, defaults to True): an ``ImagePipelineOutput``, else a tuple."""
 
 
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bicubic, antialiased resize of ``(B, C, H, W)`` in ``[-1, 1]``; the result is clipped to ``[-1, 1]``."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+def _edit_args(strength: str = "1.0") -> Callable:
+    """Put the shared Args entries (:data:`EDIT_ARGS`) into a method's docstring at ``{edit_args}``."""
+    def decorate(method: Callable) -> Callable:
+        method.__doc__ = method.__doc__.replace("{edit_args}", EDIT_ARGS.format(strength=strength))
+        return method
+    return decorate
 
 
 class ConsistencyEditPipeline(DiffusionPipeline):
     """Generation, inpainting, colorization and super-resolution with a consistency model.
 
     Args:
-        unet: a ``UNet2DModel`` trained as a consistency model (design.md, section 1 scalings).
+        unet: a ``UNet2DModel`` trained as a consistency model (docs/design.md, section 1 scalings).
         scheduler: a ``CMStochasticIterativeScheduler``.
     """
 
@@ -81,14 +83,28 @@ class ConsistencyEditPipeline(DiffusionPipeline):
     def __init__(self, unet: UNet2DModel, scheduler: CMStochasticIterativeScheduler) -> None:
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
-        # The most images the UNet runs at once (None: the whole batch). Crops, tiles, candidates and
-        # batched files all add to one batch; a bound keeps large edits within memory without
-        # changing their result (``cmedit.core.sampler.sample``).
-        self.max_batch_size: int | None = None
+        self.max_batch_size = None
         # The schedules used when none is given (from the model folder's cmedit.json). None: edits
         # take DEFAULT_EDIT_STEPS equally spaced steps, generation one step.
         self.edit_timesteps: list[int] | None = None
         self.generate_timesteps: list[int] | None = None
+        # What the model is for, said once (a logging warning) when it is given a larger image than
+        # its own: set for the embedded 32x32 emoji model, whose edits of photos come out wrong.
+        self.domain_note: str | None = None
+        self._domain_noted = False
+
+    @property
+    def max_batch_size(self) -> int | None:
+        """The most images the UNet runs at once (``None``: the whole batch).
+
+        Crops, tiles, candidates and batched files all add to one batch; a bound keeps large edits
+        within memory without changing their result (``cmedit.core.sampler.sample``).
+        """
+        return self._max_batch_size
+
+    @max_batch_size.setter
+    def max_batch_size(self, value: int | None) -> None:
+        self._max_batch_size = None if value is None else check_int("max_batch_size", value, low=1)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "ConsistencyEditPipeline":
@@ -100,27 +116,11 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         return pipe
 
     def read_schedules(self, folder) -> None:
-        """Set :attr:`edit_timesteps` and :attr:`generate_timesteps` from ``folder/cmedit.json``.
-
-        Each key is optional (a missing one, or a missing file, leaves None); each is checked against
-        this model's noise grid, and anything else in the file is refused, with ``ValueError``.
-        """
-        path = Path(folder) / EDIT_CONFIG_NAME
-        if not path.is_file():
-            self.edit_timesteps = self.generate_timesteps = None
-            return
-        try:
-            config = json.loads(path.read_text())
-            if not isinstance(config, dict) or not config or set(config) - set(SCHEDULE_KEYS):
-                raise ValueError(f"expected an object with some of {', '.join(SCHEDULE_KEYS)}")
-            for key, timesteps in config.items():
-                if not isinstance(timesteps, list):
-                    raise TypeError(f"{key} must be a list of integers, got {timesteps!r}")
-                self._check_schedule(None, timesteps)
-        except (OSError, ValueError, TypeError) as error:
-            raise ValueError(f"{path}: not a valid schedule file ({error})") from None
+        """Set :attr:`edit_timesteps` and :attr:`generate_timesteps` from ``folder/cmedit.json``
+        (``cmedit.core.schedules.read_schedule_file``; a missing key or file leaves ``None``)."""
+        config = read_schedule_file(folder, self.scheduler.config.num_train_timesteps)
         for key in SCHEDULE_KEYS:
-            setattr(self, key, None if key not in config else [int(t) for t in config[key]])
+            setattr(self, key, config.get(key))
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
         """Save as diffusers does, naming ``ConsistencyModelPipeline`` in ``model_index.json``.
@@ -152,89 +152,109 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         class_labels: ClassLabels = None,
         num_inference_steps: int | None = None,
         timesteps: list[int] | None = None,
-        generator: torch.Generator | list[torch.Generator] | None = None,
+        generator: Generators = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
         """Sample ``batch_size`` images (Algorithm 1); the same draws and result as ``ConsistencyModelPipeline``.
 
-        Without ``num_inference_steps`` and ``timesteps``: the model's :attr:`generate_timesteps`, else
-        one step (``ConsistencyModelPipeline``'s default).
+        Args:
+            batch_size (`int`, defaults to 1): how many images.
+            class_labels: class-conditional models only; random (from the generator's seed) if omitted.
+            num_inference_steps, timesteps: the schedule. Default: the model's
+                :attr:`generate_timesteps`, else one step (``ConsistencyModelPipeline``'s default).
+            generator: one ``torch.Generator``, or one per image.
+            output_type, return_dict: as for diffusers pipelines.
         """
+        batch_size = check_int("batch_size", batch_size, low=1)
         if num_inference_steps is None and timesteps is None:
             if self.generate_timesteps is None:
                 num_inference_steps = 1
             else:
                 timesteps = list(self.generate_timesteps)
-        self._check_schedule(num_inference_steps, timesteps)
+        check_schedule(self.scheduler.config.num_train_timesteps, num_inference_steps, timesteps)
+        options = EditOptions(num_inference_steps, timesteps, class_labels=class_labels, generator=generator)
+        options.check_batch(batch_size)
         check_output_type(output_type)
         device, dtype, size = self._execution_device, self.unet.dtype, self.resolution
         shape = (batch_size, self.unet.config.in_channels, size, size)
         x = randn_tensor(shape, generator=generator, device=device, dtype=dtype) * self.scheduler.init_noise_sigma
-        labels = self._class_labels(class_labels, batch_size, generator, device)
-        self._set_timesteps(self.scheduler, num_inference_steps, timesteps, device)
+        labels = self.class_labels_for(class_labels, batch_size, generator)
+        set_timesteps(self.scheduler, num_inference_steps, timesteps, device)
         x = self._run(self.scheduler, x, labels, generator)
         return self._output(x, output_type, return_dict)
 
     # ----------------------------------------------------------------- editing
 
-    def edit(self, image: ImageBatchInput, operator: Operator, **kwargs) -> ImagePipelineOutput | tuple:
-        """Zero-shot edit of ``image`` with any ``operator`` (Algorithm 4).
-
-        ``image``: one image or a list (a batch edited in one forward pass per step), see
-        ``cmedit.io.tensors``. ``operator`` acts on the batch after each input is repeated
-        ``num_images_per_prompt`` times (candidates are adjacent).
-
-        Keyword arguments: ``num_inference_steps`` or ``timesteps`` (default: :attr:`edit_timesteps`,
-        the model's recommended schedule, else ``DEFAULT_EDIT_STEPS`` equally spaced steps),
-        ``strength``, ``class_labels``, ``num_images_per_prompt``, ``generator``, ``output_type``
-        ("pil", "np", "pt") and ``return_dict``, as for diffusers pipelines.
-        Returns images at the input's size in which the operator's known components equal the input's.
-
-        ``strength`` in ``(0, 1]`` (default 1: Algorithm 4 as it is): below 1, the steps start at that
-        fraction of the noise grid (:func:`strength_timesteps`) from the whole input plus noise, so
-        the content of the unknown part (the masked pixels, say) guides the result; lower keeps
-        more of it. It takes ``num_inference_steps``, not ``timesteps``.
-        """
-        return self._edit(images_to_tensor(image), operator, **kwargs)
-
-    @torch.inference_mode()
-    def _edit(
+    @_edit_args()
+    def edit(
         self,
-        y: torch.Tensor,
+        image: ImageBatchInput,
         operator: Operator,
+        *,
         num_inference_steps: int | None = None,
         timesteps: list[int] | None = None,
         strength: float = 1.0,
         class_labels: ClassLabels = None,
         num_images_per_prompt: int = 1,
-        generator: torch.Generator | list[torch.Generator] | None = None,
+        generator: Generators = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """:meth:`edit` on ``y``, a ``(B, 3, H, W)`` tensor in ``[-1, 1]``."""
-        num_inference_steps, timesteps = self.edit_schedule(num_inference_steps, timesteps, strength)
+        """Zero-shot edit of ``image`` with any ``operator`` (Algorithm 4).
+
+        Returns images at the input's size in which the operator's known components equal the input's.
+
+        Args:
+            image: one image or a list (a batch edited in one forward pass per step): PIL images,
+                arrays or tensors, see ``cmedit.io.tensors``.
+            operator (`cmedit.Operator`): ``A``, ``A^T`` and the mask (1 = generate, 0 = known); it acts
+                on the batch after each input is repeated ``num_images_per_prompt`` times.
+            {edit_args}
+        """
+        options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
+                              generator)
         check_output_type(output_type)
-        if num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
-        y = y.repeat_interleave(num_images_per_prompt, dim=0)
+        y = images_to_tensor(image)
+        self._note_domain(*y.shape[-2:])
+        return self._output(self.edit_tensor(y, operator, options), output_type, return_dict)
+
+    @torch.inference_mode()
+    def edit_tensor(self, y: torch.Tensor, operator: Operator, options: EditOptions) -> torch.Tensor:
+        """Algorithm 4 on a tensor: the library's edit entry point for code that holds tensors (crops, tiles).
+
+        Args:
+            y: ``(B, C, H, W)`` in ``[-1, 1]``, any size (resized to the model's and back).
+            operator: acts on ``(B * K, C, H, W)``, ``K = options.num_images_per_prompt`` candidates per
+                input, adjacent.
+            options: schedule, strength, labels (one or one per input), candidates, generator.
+
+        Returns:
+            ``(B * K, C, H, W)`` float32 in ``[-1, 1]``, on the pipeline's device, whose known components
+            (through ``operator``) equal ``y``'s.
+        """
+        k = options.num_images_per_prompt
+        options.check_batch(len(y))
+        num_inference_steps, timesteps = self.edit_schedule(options.num_inference_steps, options.timesteps,
+                                                            options.strength)
+        y = y.repeat_interleave(k, dim=0)
         size = self.resolution
         model_operator = operator.resized((size, size)) if tuple(y.shape[-2:]) != (size, size) else operator
         operator.check_shape(y.shape)
         model_operator.check_shape((y.shape[0], y.shape[1], size, size))
 
-        device, dtype = self._execution_device, self.unet.dtype
+        device, dtype, generator = self._execution_device, self.unet.dtype, options.generator
         # Only the known part reaches the model: resizing y itself would blur unknown content into it.
         y_model = resize(operator.known_part(y), (size, size)).to(device=device, dtype=dtype)
         wrapper = MaskedProjectionScheduler(self.scheduler, model_operator, y_model)
-        self._set_timesteps(wrapper, num_inference_steps, timesteps, device)
-        # Design.md, section 5: the initial noise is the first draw, then one draw per step.
+        set_timesteps(wrapper, num_inference_steps, timesteps, device)
+        # docs/design.md, section 5: the initial noise is the first draw, then one draw per step.
         noise = randn_tensor(y_model.shape, generator=generator, device=device, dtype=dtype)
-        start = None if strength == 1 else resize(y, (size, size)).to(device=device, dtype=dtype)
+        start = None if options.strength == 1 else resize(y, (size, size)).to(device=device, dtype=dtype)
         x = wrapper.initial_sample(noise, start)
-        labels = self._class_labels(class_labels, len(y) // num_images_per_prompt, generator, device)
+        labels = self.class_labels_for(options.class_labels, len(y) // k, generator)
         if labels is not None:
-            labels = labels.repeat_interleave(num_images_per_prompt, dim=0)
+            labels = labels.repeat_interleave(k, dim=0)
         x = self._run(wrapper, x, labels, generator)
 
         # The final projection and range fit run in float32 at the input's size.
@@ -242,9 +262,9 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         if tuple(y.shape[-2:]) != (size, size):
             x = resize(x, tuple(y.shape[-2:]))
             x = operator.project(x, operator.known_part(y))
-        x = operator.fit_range(x, y)
-        return self._output(x, output_type, return_dict)
+        return operator.fit_range(x, y)
 
+    @_edit_args()
     def inpaint(
         self,
         image: ImageBatchInput,
@@ -253,19 +273,38 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         context: float = 0.5,
         feather: int = 3,
         full_resolution: bool | None = None,
-        **kwargs,
+        num_inference_steps: int | None = None,
+        timesteps: list[int] | None = None,
+        strength: float = 1.0,
+        class_labels: ClassLabels = None,
+        num_images_per_prompt: int = 1,
+        generator: Generators = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """Fill the white pixels of ``mask`` (1 = generate, 0 = keep; design.md, section 6) in ``image``.
+        """Fill the white pixels of ``mask`` in ``image``; pixels outside the mask are returned unchanged.
 
-        ``mask`` is one mask for all images or one per image, at the images' size. Pixels outside
-        the mask are returned unchanged (byte-identical for 8-bit outputs). Other arguments as :meth:`edit`.
+        Pixels outside the mask are byte-identical for 8-bit outputs. An image larger than the model
+        (or ``full_resolution=True``) is edited in square crops around its masked regions at its own
+        scale (``cmedit.fullres.crops``); a smaller one is resized to the model's resolution and back.
 
-        ``full_resolution`` (default: when the image is larger than the model in either dimension)
-        edits each masked region in its own square crop at the image's scale (``cmedit.fullres.crops``):
-        ``context`` is the margin around a region as a fraction of its size, ``feather`` the number
-        of pixel rings inside the mask that blend into the original (0: hard edge). Otherwise the
-        whole image is resized to the model's resolution and back.
+        Args:
+            image: one image or a list of them (see :meth:`edit`).
+            mask: one mask for all images or one per image, at the images' size: white (>= 0.5) =
+                generate, black = keep (docs/design.md, section 6).
+            context (`float`, defaults to 0.5): crops only: the margin around a region, as a fraction of
+                its size.
+            feather (`int`, defaults to 3): crops only: pixel rings inside the mask that blend into the
+                original (0: hard edge).
+            full_resolution (`bool`, *optional*): force (True) or forbid (False) the crops. Default:
+                crops when the image is larger than the model in either dimension.
+            {edit_args}
         """
+        options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
+                              generator)
+        context = check_number("context", context, low=0)
+        feather = check_int("feather", feather, low=0)
+        check_output_type(output_type)
         masks = masks_to_tensor(mask)
         images = images_to_tensor(image)
         if masks.shape[-2:] != images.shape[-2:]:
@@ -275,32 +314,75 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             )
         if len(masks) not in (1, len(images)):
             raise ValueError(f"got {len(masks)} masks for {len(images)} images: give one mask or one per image")
+        self._note_domain(*images.shape[-2:])
         if full_resolution is None:
             full_resolution = max(images.shape[-2:]) > self.resolution
         if full_resolution:
-            from .fullres.crops import inpaint_regions
+            with torch.inference_mode():
+                x = inpaint_regions(self, images, masks, options, context=context, feather=feather)
+        else:
+            masks = masks.repeat_interleave(num_images_per_prompt, dim=0) if len(masks) > 1 else masks
+            x = self.edit_tensor(images, Inpainting(masks), options)
+        return self._output(x, output_type, return_dict)
 
-            return self._run_outside(inpaint_regions, images, masks, context=context, feather=feather, **kwargs)
-        masks = masks.repeat_interleave(kwargs.get("num_images_per_prompt", 1), dim=0) if len(masks) > 1 else masks
-        return self._edit(images, Inpainting(masks), **kwargs)
-
-    def img2img(self, image: ImageBatchInput, strength: float = 0.4, **kwargs) -> ImagePipelineOutput | tuple:
+    @_edit_args(strength="0.4")
+    def img2img(
+        self,
+        image: ImageBatchInput,
+        strength: float = 0.4,
+        *,
+        num_inference_steps: int | None = None,
+        timesteps: list[int] | None = None,
+        class_labels: ClassLabels = None,
+        num_images_per_prompt: int = 1,
+        generator: Generators = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
         """A model sample that keeps the layout and colours of ``image`` (SDEdit): nothing is known exactly.
 
         The image (resized to the model's resolution and the result back to its size) plus noise
         at ``strength`` of the noise grid is denoised in ``num_inference_steps`` steps: a rough
         painting or a sketch of strokes becomes an image of the model's kind (the paper's
         stroke-guided generation). Lower ``strength`` keeps more of the input; 1 ignores it.
-        Other arguments as :meth:`edit`.
+
+        Args:
+            image: one image or a list of them (see :meth:`edit`).
+            {edit_args}
         """
         images = images_to_tensor(image)
+        self._note_domain(*images.shape[-2:])
         everything = Inpainting(torch.ones(1, 1, *images.shape[-2:]))
-        return self._edit(images, everything, strength=strength, **kwargs)
+        options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
+                              generator)
+        check_output_type(output_type)
+        return self._output(self.edit_tensor(images, everything, options), output_type, return_dict)
 
-    def colorize(self, image: ImageBatchInput, **kwargs) -> ImagePipelineOutput | tuple:
-        """Colorize greyscale ``image`` (an RGB image's luminance is used); the output keeps its luminance."""
-        return self.edit(image, Colorization(), **kwargs)
+    @_edit_args()
+    def colorize(
+        self,
+        image: ImageBatchInput,
+        *,
+        num_inference_steps: int | None = None,
+        timesteps: list[int] | None = None,
+        strength: float = 1.0,
+        class_labels: ClassLabels = None,
+        num_images_per_prompt: int = 1,
+        generator: Generators = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        """Colorize greyscale ``image`` (an RGB image's luminance is used); the output keeps its luminance.
 
+        Args:
+            image: one image or a list of them (see :meth:`edit`).
+            {edit_args}
+        """
+        return self.edit(image, Colorization(), num_inference_steps=num_inference_steps, timesteps=timesteps,
+                         strength=strength, class_labels=class_labels, num_images_per_prompt=num_images_per_prompt,
+                         generator=generator, output_type=output_type, return_dict=return_dict)
+
+    @_edit_args()
     def super_resolve(
         self,
         image: ImageBatchInput,
@@ -308,38 +390,57 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         colorize: bool = False,
         *,
         overlap: int | None = None,
-        **kwargs,
+        num_inference_steps: int | None = None,
+        timesteps: list[int] | None = None,
+        strength: float = 1.0,
+        class_labels: ClassLabels = None,
+        num_images_per_prompt: int = 1,
+        generator: Generators = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
         """Upscale ``image`` by ``factor``; each ``factor x factor`` block of the output averages to the input pixel.
 
-        ``colorize=True`` also colorizes (only the luminance block means are then known). An input
-        larger than ``resolution / factor`` is super-resolved in overlapping tiles of that size
-        (``cmedit.fullres.tiles``; ``overlap`` in input pixels), blended with block-constant weights, so the
-        output is exactly ``factor`` times the input's size at full detail.
+        An input larger than ``resolution / factor`` is super-resolved in overlapping tiles of that
+        size (``cmedit.fullres.tiles``), blended with block-constant weights, so the output is exactly
+        ``factor`` times the input's size at full detail.
+
+        Args:
+            image: one image or a list of them (see :meth:`edit`), the low-resolution input.
+            factor (`int`, defaults to 4): an integer >= 2 that divides the model's resolution.
+            colorize (`bool`, defaults to False): also colorize (only the luminance block means are known).
+            overlap (`int`, *optional*): tiles only: overlap of neighbouring tiles in input pixels
+                (default: a quarter of a tile).
+            {edit_args}
         """
-        if not isinstance(factor, int) or factor < 2:
-            raise ValueError(f"factor must be an integer >= 2, got {factor!r}")
+        check_int("factor", factor, low=2)
         if self.resolution % factor:
             raise ValueError(f"factor {factor} does not divide the model resolution {self.resolution}")
+        if overlap is not None:
+            check_int("overlap", overlap, low=0)
+        options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
+                              generator)
+        check_output_type(output_type)
         low = images_to_tensor(image)
+        self._note_domain(low.shape[-2] * factor, low.shape[-1] * factor)
         if max(low.shape[-2:]) * factor > self.resolution:
-            from .fullres.tiles import super_resolve_tiled
-
-            return self._run_outside(super_resolve_tiled, low, factor, overlap=overlap, colorize=colorize, **kwargs)
-        high = low.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
-        operator = SuperResolution(factor, channels=3)
-        if colorize:
-            operator = compose(Colorization(), operator)
-        return self._edit(high, operator, **kwargs)
+            with torch.inference_mode():
+                x = super_resolve_tiled(self, low, factor, options, overlap=overlap, colorize=colorize)
+        else:
+            high = low.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)
+            operator = SuperResolution(factor, channels=3)
+            if colorize:
+                operator = compose(Colorization(), operator)
+            x = self.edit_tensor(high, operator, options)
+        return self._output(x, output_type, return_dict)
 
     # ----------------------------------------------------------------- shared steps
 
-    def _run_outside(self, function, *args, output_type: str = "pil", return_dict: bool = True, **kwargs):
-        """Run a crop- or tile-based editor (which calls :meth:`_edit` itself) and postprocess its output."""
-        check_output_type(output_type)
-        with torch.inference_mode():
-            x = function(self, *args, **kwargs)
-        return self._output(x, output_type, return_dict)
+    def _note_domain(self, height: int, width: int) -> None:
+        """Warn once (``domain_note``) when an edit's image is larger than the model's resolution."""
+        if self.domain_note and not self._domain_noted and max(height, width) > self.resolution:
+            self._domain_noted = True
+            logger.warning(self.domain_note)
 
     def _run(self, scheduler, x: torch.Tensor, labels: torch.Tensor | None, generator) -> torch.Tensor:
         with self.progress_bar(total=len(scheduler.timesteps)) as bar:
@@ -348,69 +449,20 @@ class ConsistencyEditPipeline(DiffusionPipeline):
 
     def edit_schedule(self, num_inference_steps: int | None, timesteps: list[int] | None,
                       strength: float = 1.0) -> tuple[int | None, list[int] | None]:
-        """An edit's checked ``(num_inference_steps, timesteps)``: the defaults, and ``strength`` as timesteps."""
-        if strength != 1:
-            if timesteps is not None:
-                raise ValueError("give strength or timesteps, not both (strength sets where the timesteps start)")
-            steps = DEFAULT_EDIT_STEPS if num_inference_steps is None else num_inference_steps
-            self._check_schedule(steps, None)
-            return None, strength_timesteps(self.scheduler.config.num_train_timesteps, steps, strength)
-        if num_inference_steps is None and timesteps is None:
-            if self.edit_timesteps is None:
-                num_inference_steps = DEFAULT_EDIT_STEPS
-            else:
-                timesteps = list(self.edit_timesteps)
-        self._check_schedule(num_inference_steps, timesteps)
-        return num_inference_steps, timesteps
+        """An edit's checked ``(num_inference_steps, timesteps)`` for this model
+        (``cmedit.core.schedules.edit_schedule`` with its grid and its own :attr:`edit_timesteps`)."""
+        return edit_schedule(self.scheduler.config.num_train_timesteps, num_inference_steps, timesteps, strength,
+                             self.edit_timesteps)
 
     def _check_schedule(self, num_inference_steps: int | None, timesteps: list[int] | None) -> None:
-        n_train = self.scheduler.config.num_train_timesteps
-        if timesteps is not None:
-            timesteps = list(timesteps)
-            if not timesteps or any(int(t) != t for t in timesteps):
-                raise ValueError(f"timesteps must be a non-empty list of integers, got {timesteps}")
-            if any(b >= a for a, b in zip(timesteps, timesteps[1:])):
-                raise ValueError(f"timesteps must be strictly descending, got {timesteps}")
-            if timesteps[0] >= n_train or timesteps[-1] < 0:
-                raise ValueError(f"timesteps must lie in [0, {n_train - 1}] for this model, got {timesteps}")
-        elif num_inference_steps is None or not 1 <= num_inference_steps <= n_train:
-            raise ValueError(f"num_inference_steps must be between 1 and {n_train}, got {num_inference_steps}")
+        check_schedule(self.scheduler.config.num_train_timesteps, num_inference_steps, timesteps)
 
-    @staticmethod
-    def _set_timesteps(scheduler, num_inference_steps, timesteps, device) -> None:
-        if timesteps is not None:
-            scheduler.set_timesteps(timesteps=list(timesteps), device=device)
-        else:
-            scheduler.set_timesteps(num_inference_steps, device=device)
-
-    def _class_labels(
-        self, class_labels: ClassLabels, batch_size: int, generator, device: torch.device
-    ) -> torch.Tensor | None:
-        """Labels for a class-conditional UNet; random ones drawn reproducibly when none are given.
-
-        Random labels come from a generator seeded with ``generator.initial_seed()``, not from
-        ``generator`` itself, so they do not shift the noise draws of design.md, section 5.
-        """
-        num_classes = self.unet.config.num_class_embeds
-        if num_classes is None:
-            if class_labels is not None:
-                raise ValueError("this model is not class-conditional: do not pass class labels")
-            return None
-        if class_labels is None:
-            label_generator = None
-            if generator is not None:
-                first = generator[0] if isinstance(generator, list) else generator
-                label_generator = torch.Generator().manual_seed(first.initial_seed())
-            labels = torch.randint(0, num_classes, (batch_size,), generator=label_generator)
-        else:
-            labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
-            if len(labels) == 1:
-                labels = labels.expand(batch_size)
-            if len(labels) != batch_size:
-                raise ValueError(f"got {len(labels)} class labels for a batch of {batch_size}")
-            if labels.min() < 0 or labels.max() >= num_classes:
-                raise ValueError(f"class labels must lie in [0, {num_classes - 1}], got {labels.tolist()}")
-        return labels.to(device)
+    def class_labels_for(self, class_labels: ClassLabels, batch_size: int, generator: Generators
+                         ) -> torch.Tensor | None:
+        """``(batch_size,)`` labels on the pipeline's device for a class-conditional UNet, else ``None``
+        (``cmedit.core.arguments.draw_class_labels``: random ones drawn reproducibly when none are given)."""
+        return draw_class_labels(self.unet.config.num_class_embeds, class_labels, batch_size, generator,
+                                 self._execution_device)
 
     def _output(self, x: torch.Tensor, output_type: str, return_dict: bool) -> ImagePipelineOutput | tuple:
         """Postprocess as ``ConsistencyModelPipeline`` does: ``[-1, 1]`` to ``[0, 1]``, then np or PIL."""

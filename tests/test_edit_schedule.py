@@ -15,7 +15,7 @@ from cmedit import ConsistencyEditPipeline, Inpainting, load_pipeline
 from cmedit.cli import main
 from cmedit.evaluation.runner import evaluate
 from cmedit.models.loading import ModelLoadError
-from cmedit.pipeline import EDIT_CONFIG_NAME
+from cmedit.core.schedules import EDIT_CONFIG_NAME
 from conftest import RESOLUTION, tiny_scheduler, tiny_unet
 
 OWN = [26, 22, 18, 14]

@@ -230,7 +230,7 @@ def test_features_add_a_kernel_distance_to_every_method_but_the_reference(tiny_p
 
 def test_strength_starts_cmedit_part_way_down_the_grid_as_the_pipeline_does(tiny_pipe, images):
     from cmedit.io.files import encode
-    from cmedit.pipeline import strength_timesteps
+    from cmedit.core.schedules import strength_timesteps
 
     results = evaluate(tiny_pipe, images, seeds=(0,), num_inference_steps=STEPS, strength=0.5, tasks=("colorize",))
     config = results["config"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from cmedit.core.arguments import EditOptions
 from cmedit.io.tensors import tensor_to_uint8
 from cmedit.fullres.canvas import outpaint_canvas, reflect_crop, reflect_indices, rgba_to_mask
 from cmedit.fullres.crops import inpaint_regions
@@ -57,8 +58,7 @@ def test_outpaint_canvas_rejects_negative_borders():
 def test_outpainting_by_region_inpainting_keeps_the_original_and_fills_the_border(pipe):
     x = image(12, 10, seed=1)
     canvas, mask = outpaint_canvas(x, left=4, right=2, top=3, bottom=0)
-    out = inpaint_regions(pipe, canvas, mask, feather=0, num_inference_steps=2,
-                          generator=torch.Generator().manual_seed(0))
+    out = inpaint_regions(pipe, canvas, mask, EditOptions(num_inference_steps=2, generator=torch.Generator().manual_seed(0)), feather=0)
     assert out.shape == canvas.shape
     assert np.array_equal(tensor_to_uint8(out[..., 3:15, 4:14]), tensor_to_uint8(x))
     border = mask[0, 0] > 0.5

@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from cmedit.core.arguments import EditOptions
 from cmedit.io.tensors import tensor_to_uint8
 from cmedit.fullres.crops import feather_weights, inpaint_regions, plan_crops
 from conftest import RESOLUTION
@@ -71,8 +72,7 @@ def test_plan_merges_regions_whose_crops_overlap():
 
 def test_outside_mask_byte_identical_inside_changed_with_candidates(pipe):
     image, mask = photo(), regions_mask()
-    out = inpaint_regions(pipe, image, mask, context=0.25, num_inference_steps=2, num_images_per_prompt=2,
-                          generator=seed())
+    out = inpaint_regions(pipe, image, mask, EditOptions(num_inference_steps=2, num_images_per_prompt=2, generator=seed()), context=0.25)
     assert out.shape == (2, 3, HEIGHT, WIDTH)
     before, after = tensor_to_uint8(image), tensor_to_uint8(out)
     keep = mask[0, 0].numpy() < 0.5
@@ -86,20 +86,18 @@ def test_outside_mask_byte_identical_inside_changed_with_candidates(pipe):
 @pytest.mark.parametrize("candidates", [1, 2])
 def test_one_forward_pass_per_step_for_all_crops(pipe, candidates):
     counter = ForwardCounter(pipe.unet)
-    inpaint_regions(pipe, photo(), regions_mask(), context=0.25, num_inference_steps=3,
-                    num_images_per_prompt=candidates, generator=seed())
+    inpaint_regions(pipe, photo(), regions_mask(), EditOptions(num_inference_steps=3, num_images_per_prompt=candidates, generator=seed()), context=0.25)
     assert counter.batches == [3 * candidates] * 3  # 3 steps, 3 crops x candidates each
 
 
 def test_class_label_shared_by_all_crops_of_an_image(class_pipe):
     counter = ForwardCounter(class_pipe.unet)
     images = torch.cat([photo(1), photo(2)])
-    inpaint_regions(class_pipe, images, regions_mask(), context=0.25, num_inference_steps=1, class_labels=[3, 7],
-                    generator=seed())
+    inpaint_regions(class_pipe, images, regions_mask(), EditOptions(num_inference_steps=1, class_labels=[3, 7], generator=seed()), context=0.25)
     assert counter.batches == [6]
     assert counter.labels[0].tolist() == [3, 3, 3, 7, 7, 7]
     counter.labels.clear()
-    inpaint_regions(class_pipe, images, regions_mask(), context=0.25, num_inference_steps=1, generator=seed())
+    inpaint_regions(class_pipe, images, regions_mask(), EditOptions(num_inference_steps=1, generator=seed()), context=0.25)
     labels = counter.labels[0].tolist()  # random, one per image
     assert labels[:3] == [labels[0]] * 3 and labels[3:] == [labels[3]] * 3
 
@@ -108,8 +106,7 @@ def test_max_batch_size_bounds_the_forward_passes_not_the_result(class_pipe):
     """Six crops (two images x three regions) under a bound of 4: passes of 4 and 2 per step, the class
     labels follow their crops, and the draws (whole batch) and the image are the same as unbounded."""
     images = torch.cat([photo(1), photo(2)])
-    run = lambda: inpaint_regions(class_pipe, images, regions_mask(), context=0.25, num_inference_steps=2,  # noqa: E731
-                                  class_labels=[3, 7], generator=seed())
+    run = lambda: inpaint_regions(class_pipe, images, regions_mask(), EditOptions(num_inference_steps=2, class_labels=[3, 7], generator=seed()), context=0.25)
     whole = run()
     counter = ForwardCounter(class_pipe.unet)
     class_pipe.max_batch_size = 4
@@ -118,31 +115,30 @@ def test_max_batch_size_bounds_the_forward_passes_not_the_result(class_pipe):
     assert [labels.tolist() for labels in counter.labels[:2]] == [[3, 3, 3, 7], [7, 7]]
     # float32 convolutions of a batch of 4 and of 6 may round differently (1.4e-5 measured with one thread)
     assert torch.allclose(bounded, whole, atol=1e-4)
-    class_pipe.max_batch_size = 0
-    with pytest.raises(ValueError, match="max_batch must be >= 1"):
-        run()
+    for bad, error in [(0, ValueError), (1.5, TypeError), (True, TypeError)]:
+        with pytest.raises(error, match="max_batch_size"):
+            class_pipe.max_batch_size = bad  # refused when set, not at the next edit
+    assert class_pipe.max_batch_size == 4
 
 
 def test_the_model_never_sees_the_masked_content(pipe):
     image, mask = photo(), regions_mask()
     other = torch.where(mask > 0.5, photo(seed=5), image)  # same kept pixels, other content under the mask
-    run = lambda x: inpaint_regions(pipe, x, mask, context=0.25, feather=0, num_inference_steps=2,  # noqa: E731
-                                    generator=seed())
+    run = lambda x: inpaint_regions(pipe, x, mask, EditOptions(num_inference_steps=2, generator=seed()), context=0.25, feather=0)
     assert torch.equal(run(image), run(other))
 
 
 def test_same_as_pipe_inpaint_for_an_image_of_the_model_size(pipe):
     # one crop, the whole image, no resize: the same draws and the same edit as the pipeline's own
     image, mask = photo()[..., :RESOLUTION, :RESOLUTION], regions_mask()[..., 20:36, 48:64]
-    ours = inpaint_regions(pipe, image, mask, feather=0, num_inference_steps=3, generator=seed())
+    ours = inpaint_regions(pipe, image, mask, EditOptions(num_inference_steps=3, generator=seed()), feather=0)
     theirs = pipe.inpaint(image / 2 + 0.5, mask, num_inference_steps=3, generator=seed(), output_type="pt").images
     assert (ours - (theirs * 2 - 1)).abs().max() < 1e-5
 
 
 def test_feather_blends_only_the_inner_rings_of_the_mask(pipe):
     image, mask = photo(), regions_mask()
-    run = lambda feather: inpaint_regions(pipe, image, mask, context=0.25, feather=feather,  # noqa: E731
-                                          num_inference_steps=2, generator=seed())
+    run = lambda feather: inpaint_regions(pipe, image, mask, EditOptions(num_inference_steps=2, generator=seed()), context=0.25, feather=feather)
     hard, soft = run(0), run(3)
     distance = torch.from_numpy(ndimage.distance_transform_edt(mask[0, 0].numpy())).float()
     keep, deep, rim = distance == 0, distance >= 4, distance == 1
@@ -168,7 +164,7 @@ def test_image_smaller_than_the_model_and_a_region_at_the_border(pipe):
     image = photo()[..., :9, :13]
     mask = torch.zeros(1, 1, 9, 13)
     mask[..., 0:4, 9:13] = 1
-    out = inpaint_regions(pipe, image, mask, num_inference_steps=1, generator=seed())
+    out = inpaint_regions(pipe, image, mask, EditOptions(num_inference_steps=1, generator=seed()))
     assert out.shape == image.shape
     keep = mask[0, 0] < 0.5
     assert torch.equal(out[..., keep], image[..., keep]) and not torch.equal(out[..., ~keep], image[..., ~keep])
@@ -176,12 +172,25 @@ def test_image_smaller_than_the_model_and_a_region_at_the_border(pipe):
 
 def test_empty_mask_returns_the_input_without_running_the_model(pipe):
     counter = ForwardCounter(pipe.unet)
-    out = inpaint_regions(pipe, photo(), torch.zeros(1, 1, HEIGHT, WIDTH), num_images_per_prompt=2)
+    out = inpaint_regions(pipe, photo(), torch.zeros(1, 1, HEIGHT, WIDTH), EditOptions(num_images_per_prompt=2))
     assert counter.batches == [] and torch.equal(out, photo().repeat(2, 1, 1, 1))
 
 
 def test_bad_inputs(pipe):
     with pytest.raises(ValueError, match="mask"):
-        inpaint_regions(pipe, photo(), torch.zeros(1, 1, 10, 10))
-    with pytest.raises(ValueError, match="Generator"):
-        inpaint_regions(pipe, photo(), regions_mask(), generator=[seed()])
+        inpaint_regions(pipe, photo(), torch.zeros(1, 1, 10, 10), EditOptions())
+    with pytest.raises(ValueError, match="2 generators for a batch of 1"):
+        inpaint_regions(pipe, photo(), regions_mask(), EditOptions(generator=[seed(), seed()]))
+
+
+def test_a_generator_per_image_makes_each_result_independent_of_its_batch(pipe):
+    """With one generator per image and candidate, the crops of two images edited together give what
+    each image gives alone, as the whole-image path does (so the CLI need not know which path runs)."""
+    images, mask = torch.cat([photo(1), photo(2)]), regions_mask()
+    gens = lambda *seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    options = lambda *seeds: EditOptions(num_inference_steps=2, num_images_per_prompt=2, generator=gens(*seeds))  # noqa: E731
+    together = inpaint_regions(pipe, images, mask, options(5, 6, 7, 8), context=0.25)
+    first = inpaint_regions(pipe, images[:1], mask, options(5, 6), context=0.25)
+    second = inpaint_regions(pipe, images[1:], mask, options(7, 8), context=0.25)
+    assert (together - torch.cat([first, second])).abs().max() < 1e-5
+    assert not torch.equal(together[0], together[1])  # the candidates differ

@@ -13,7 +13,7 @@ from PIL import Image
 
 from cmedit import Inpainting
 from cmedit.cli import main
-from cmedit.pipeline import strength_timesteps
+from cmedit.core.schedules import strength_timesteps
 from conftest import RESOLUTION, sample_by_hand, tiny_scheduler
 
 

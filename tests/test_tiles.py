@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cmedit.core.arguments import EditOptions
 from cmedit.core.operators import LUMINANCE
 from cmedit.fullres.tiles import blend_tiles, super_resolve_tiled, tile_starts, tile_window
 from conftest import RESOLUTION
@@ -68,7 +69,7 @@ def test_blending_block_consistent_tiles_keeps_the_block_means():
 def test_super_resolve_13x9_by_4_keeps_block_means_in_one_batch(pipe):
     low = low_image()
     counter = ForwardCounter(pipe.unet)
-    high = super_resolve_tiled(pipe, low, 4, num_inference_steps=2, generator=seed())
+    high = super_resolve_tiled(pipe, low, 4, EditOptions(num_inference_steps=2, generator=seed()))
     assert high.shape == (1, 3, 36, 52)
     assert (F.avg_pool2d(high, 4) - low).abs().max() < 1e-4
     nearest = low.repeat_interleave(4, 2).repeat_interleave(4, 3)
@@ -79,8 +80,7 @@ def test_super_resolve_13x9_by_4_keeps_block_means_in_one_batch(pipe):
 
 def test_super_resolve_with_colorization_and_candidates(pipe):
     low = low_image(5, 7, seed=1)
-    high = super_resolve_tiled(pipe, low, 2, colorize=True, overlap=3, num_inference_steps=2,
-                               num_images_per_prompt=2, generator=seed())
+    high = super_resolve_tiled(pipe, low, 2, EditOptions(num_inference_steps=2, num_images_per_prompt=2, generator=seed()), colorize=True, overlap=3)
     assert high.shape == (2, 3, 10, 14)
     luma = torch.tensor(LUMINANCE).view(1, 3, 1, 1)
     target = (low * luma).sum(1, keepdim=True)
@@ -90,6 +90,6 @@ def test_super_resolve_with_colorization_and_candidates(pipe):
 
 def test_bad_factor_and_overlap(pipe):
     with pytest.raises(ValueError, match="divide"):
-        super_resolve_tiled(pipe, low_image(), 3)
+        super_resolve_tiled(pipe, low_image(), 3, EditOptions())
     with pytest.raises(ValueError, match="overlap"):
-        super_resolve_tiled(pipe, low_image(), 4, overlap=4)
+        super_resolve_tiled(pipe, low_image(), 4, EditOptions(), overlap=4)

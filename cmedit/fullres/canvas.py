@@ -90,7 +90,7 @@ def rgba_to_mask(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor
     last channel. 1 = transparent = generate, 0 = opaque = keep.
 
     This is about the picture's own alpha (an editor's "erase to transparency", or a canvas left
-    transparent around a picture). A separate *mask file* with alpha follows design.md, section 6
+    transparent around a picture). A separate *mask file* with alpha follows docs/design.md, section 6
     instead: there transparency counts as keep.
     """
     if isinstance(image, Image.Image):

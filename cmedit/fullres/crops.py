@@ -38,12 +38,26 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from typing import Protocol
+
+from ..core.arguments import EditOptions, Generators
 from ..core.operators import Inpainting, Operator
+from ..io.tensors import resize
 from .canvas import reflect_crop
-from ..pipeline import ClassLabels, ConsistencyEditPipeline, resize
 
 # Context always added around a region, in pixels, whatever ``context`` is.
 MIN_MARGIN = 4
+
+
+class TensorEditor(Protocol):
+    """What crops and tiles need of a pipeline (``cmedit.ConsistencyEditPipeline`` is one)."""
+
+    @property
+    def resolution(self) -> int: ...
+
+    def edit_tensor(self, y: torch.Tensor, operator: Operator, options: EditOptions) -> torch.Tensor: ...
+
+    def class_labels_for(self, class_labels, batch_size: int, generator: Generators) -> torch.Tensor | None: ...
 
 
 @dataclass(frozen=True)
@@ -155,57 +169,52 @@ def feather_weights(mask: torch.Tensor, feather: int) -> torch.Tensor:
 
 
 def edit_crops(
-    pipe: ConsistencyEditPipeline,
+    pipe: TensorEditor,
     crops: torch.Tensor,
     operator: Operator,
     owners: torch.Tensor,
     num_images: int,
-    *,
-    num_inference_steps: int | None = None,
-    timesteps: list[int] | None = None,
-    strength: float = 1.0,
-    class_labels: ClassLabels = None,
-    num_images_per_prompt: int = 1,
-    generator: torch.Generator | None = None,
+    options: EditOptions,
 ) -> torch.Tensor:
     """Edit ``N`` model-size pieces of ``num_images`` images in one batch (one forward pass per step).
 
     Args:
         crops: ``(N, 3, R, R)`` in ``[-1, 1]``, ``R`` the model's resolution.
-        operator: the edit, acting on the batch after each piece is repeated ``num_images_per_prompt``
-            times (``(N * K, ...)``, candidates adjacent), as for ``pipe.edit``.
+        operator: the edit, acting on the batch after each piece is repeated ``K`` times
+            (``K = options.num_images_per_prompt``; ``(N * K, ...)``, candidates adjacent).
         owners: ``(N,)`` long, the image each piece was cut from. A class label belongs to an image:
-            ``class_labels`` (one or one per image; random per image when omitted, as
-            ``pipe.edit`` draws them) is repeated over its pieces.
+            ``options.class_labels`` (one or one per image; random per image when omitted) is repeated
+            over its pieces. So is a generator: with a list of one generator per image and candidate
+            (``num_images * K``), the pieces of candidate ``j`` of image ``i`` all draw, in turn, from
+            generator ``i * K + j``, and an image's result does not depend on the other images; one
+            generator draws for the whole batch.
 
     Returns ``(N * K, 3, R, R)`` in ``[-1, 1]``, candidates of a piece adjacent.
     """
-    if isinstance(generator, list):
-        raise ValueError("pass one torch.Generator: pieces of one image share it, so a list per image does not apply")
-    labels = pipe._class_labels(class_labels, num_images, generator, pipe._execution_device)
+    k = options.num_images_per_prompt
+    options.check_batch(num_images)
+    generator = options.generator
+    labels = pipe.class_labels_for(options.class_labels, num_images, generator)
     if labels is not None:
         labels = labels[owners.to(labels.device)]
-    out = pipe._edit(crops, operator, num_inference_steps=num_inference_steps, timesteps=timesteps,
-                     strength=strength, class_labels=labels, num_images_per_prompt=num_images_per_prompt,
-                     generator=generator, output_type="pt").images
-    return out * 2 - 1
+    if isinstance(generator, (list, tuple)):
+        generator = generator[0] if len(generator) == 1 else [generator[int(owner) * k + j]
+                                                              for owner in owners for j in range(k)]
+    piece_options = EditOptions(options.num_inference_steps, options.timesteps, options.strength, labels, k,
+                                generator)
+    return pipe.edit_tensor(crops, operator, piece_options)
 
 
 @torch.inference_mode()
 def inpaint_regions(
-    pipe: ConsistencyEditPipeline,
+    pipe: TensorEditor,
     image: torch.Tensor,
     mask: torch.Tensor,
+    options: EditOptions,
     *,
     context: float = 0.5,
     feather: int = 3,
     min_crop_size: int | None = None,
-    num_inference_steps: int | None = None,
-    timesteps: list[int] | None = None,
-    strength: float = 1.0,
-    class_labels: ClassLabels = None,
-    num_images_per_prompt: int = 1,
-    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Inpaint every masked region of ``image`` at the image's own resolution, in crops (see the module docstring).
 
@@ -217,9 +226,9 @@ def inpaint_regions(
         feather: rings of the mask, counted from its border inwards, that blend generated and
             original content (0: hard edge). Never outside the mask.
         min_crop_size: smallest crop side (default ``R``: small regions are edited at native scale).
-        num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt, generator: as
-            for ``pipe.edit``; one generator (not a list). With ``strength < 1`` the masked content
-            guides the fill, so the crops keep it.
+        options: schedule, strength, labels, candidates and generator(s) as for ``pipe.edit``
+            (see :func:`edit_crops` for a list of generators). With ``strength < 1`` the masked
+            content guides the fill, so the crops keep it.
 
     Returns:
         ``(B * K, 3, H, W)`` in ``[-1, 1]``, ``K = num_images_per_prompt`` candidates per image,
@@ -234,9 +243,7 @@ def inpaint_regions(
         raise ValueError(f"got {len(mask)} masks for {len(image)} images: give one mask or one per image")
     if context < 0:
         raise ValueError(f"context must be >= 0, got {context}")
-    k, size = num_images_per_prompt, pipe.resolution
-    if k < 1:
-        raise ValueError(f"num_images_per_prompt must be >= 1, got {k}")
+    k, size, strength = options.num_images_per_prompt, pipe.resolution, options.strength
     mask = (mask > 0.5).to(image.dtype).expand(len(image), -1, -1, -1)
     height, width = image.shape[-2:]
 
@@ -258,10 +265,7 @@ def inpaint_regions(
         piece_masks.append(Inpainting(omega).resized((size, size)).mask(omega.shape, omega.device, omega.dtype))
     operator = Inpainting(torch.cat(piece_masks).repeat_interleave(k, dim=0))
     owners = torch.tensor([crop.image for crop in crops])
-    edited = edit_crops(pipe, torch.cat(pieces), operator, owners, len(image),
-                        num_inference_steps=num_inference_steps, timesteps=timesteps, strength=strength,
-                        class_labels=class_labels, num_images_per_prompt=k,
-                        generator=generator).to(image.device, image.dtype)
+    edited = edit_crops(pipe, torch.cat(pieces), operator, owners, len(image), options).to(image.device, image.dtype)
 
     generated = result.clone()
     for i, crop in enumerate(crops):

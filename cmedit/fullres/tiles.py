@@ -23,10 +23,10 @@ import math
 
 import torch
 
+from ..core.arguments import EditOptions
 from ..core.operators import Colorization, PatchOperator, SuperResolution, compose
 from .canvas import reflect_crop
-from ..pipeline import ClassLabels, ConsistencyEditPipeline
-from .crops import edit_crops
+from .crops import TensorEditor, edit_crops
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -83,18 +83,13 @@ def blend_tiles(
 
 @torch.inference_mode()
 def super_resolve_tiled(
-    pipe: ConsistencyEditPipeline,
+    pipe: TensorEditor,
     low: torch.Tensor,
     factor: int,
+    options: EditOptions,
     *,
     overlap: int | None = None,
     colorize: bool = False,
-    num_inference_steps: int | None = None,
-    timesteps: list[int] | None = None,
-    strength: float = 1.0,
-    class_labels: ClassLabels = None,
-    num_images_per_prompt: int = 1,
-    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Upscale ``low`` of any size by ``factor`` in tiles (see the module docstring).
 
@@ -105,8 +100,8 @@ def super_resolve_tiled(
         overlap: low-resolution pixels shared by neighbouring tiles, in ``[0, R / factor)``
             (default ``R / factor // 4``).
         colorize: also colorize (then only each block's mean luminance is known).
-        num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt, generator: as
-            for ``pipe.edit``; one generator (not a list).
+        options: schedule, strength, labels, candidates and generator(s) as for ``pipe.edit``
+            (see ``cmedit.fullres.crops.edit_crops`` for a list of generators).
 
     Returns:
         ``(B * K, 3, h * factor, w * factor)`` in ``[-1, 1]``, ``K = num_images_per_prompt``
@@ -120,9 +115,7 @@ def super_resolve_tiled(
         raise ValueError(f"factor {factor} does not divide the model resolution {size}")
     if low.ndim != 4 or low.shape[1] != 3:
         raise ValueError(f"image must be (B, 3, h, w), got shape {tuple(low.shape)}")
-    k = num_images_per_prompt
-    if k < 1:
-        raise ValueError(f"num_images_per_prompt must be >= 1, got {k}")
+    k = options.num_images_per_prompt
     tile = size // factor
     overlap = tile // 4 if overlap is None else overlap
     height, width = low.shape[-2:]
@@ -138,10 +131,7 @@ def super_resolve_tiled(
     operator: PatchOperator = SuperResolution(factor, channels=3)
     if colorize:
         operator = compose(Colorization(), operator)
-    edited = edit_crops(pipe, torch.cat(pieces), operator, owners, len(low),
-                        num_inference_steps=num_inference_steps, timesteps=timesteps, strength=strength,
-                        class_labels=class_labels, num_images_per_prompt=k,
-                        generator=generator).to(low.device, torch.float32)
+    edited = edit_crops(pipe, torch.cat(pieces), operator, owners, len(low), options).to(low.device, torch.float32)
 
     per_image = len(row_starts) * len(col_starts)
     starts = [(top * factor, left * factor) for top in row_starts for left in col_starts]
@@ -154,7 +144,7 @@ def super_resolve_tiled(
             blended.append(blend_tiles(tiles, starts, high_size, window))
     x = torch.cat(blended)
 
-    # The final projection at full size, as ConsistencyEditPipeline._edit does after its resize.
+    # The final projection at full size, as ``pipe.edit_tensor`` does after its resize.
     y = upsample(low.float()).repeat_interleave(k, dim=0)
     x = operator.project(x, operator.known_part(y))
     return operator.fit_range(x, y).to(low.dtype)

@@ -7,7 +7,7 @@ Accepted image inputs (one image, or a list of them for a batch):
   in ``[0, 1]`` (what diffusers returns for ``output_type="np"``);
 - ``torch.Tensor`` ``(C, H, W)`` or ``(B, C, H, W)`` float in ``[0, 1]`` (diffusers' ``output_type="pt"``).
 
-Mask polarity (design.md, section 6), defined here once: white (value >= 0.5 of full scale after
+Mask polarity (docs/design.md, section 6), defined here once: white (value >= 0.5 of full scale after
 conversion to one channel) marks pixels to GENERATE, black marks pixels to KEEP. For images with
 alpha, transparency counts as keep: the mask value is grey level times alpha.
 """
@@ -18,6 +18,7 @@ from typing import Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..core.operators import LUMINANCE
@@ -137,3 +138,10 @@ def tensor_to_uint8(x: torch.Tensor) -> np.ndarray:
     """``(B, C, H, W)`` in ``[-1, 1]`` to ``(B, H, W, C)`` uint8, rounding to the nearest level."""
     x = ((x.float() + 1) * 127.5).round().clamp(0, 255)
     return x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic, antialiased resize of ``(B, C, H, W)`` in ``[-1, 1]``; the result is clipped to ``[-1, 1]``."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
