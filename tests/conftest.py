@@ -65,7 +65,7 @@ def model_dir(tmp_path_factory):
 def sample_by_hand(unet: UNet2DModel, scheduler: CMStochasticIterativeScheduler, x: torch.Tensor,
                    generator: torch.Generator, project: Callable[[torch.Tensor], torch.Tensor] = lambda d: d,
                    ) -> torch.Tensor:
-    """Multistep sampling written out from design.md: at each of the scheduler's levels denoise with the
+    """Multistep sampling written out from docs/design.md: at each of the scheduler's levels denoise with the
     section 1 scalings, clip, ``project``, then add the next level's noise (one draw per step)."""
     sigmas, smin = scheduler.sigmas, scheduler.config.sigma_min
     with torch.no_grad():

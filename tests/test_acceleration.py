@@ -72,7 +72,7 @@ def test_accelerate_rejects_what_it_cannot_do(pipe):
                                       compose(Colorization(), SuperResolution(4))], ids=["color", "sr2", "sr4",
                                                                                          "color+sr4"])
 def test_one_product_projection_equals_the_two_transform_form(operator):
-    """PatchOperator.project uses Q Omega Q^T; it must be the P of design.md, section 3."""
+    """PatchOperator.project uses Q Omega Q^T; it must be the P of docs/design.md, section 3."""
     g = seed(4)
     x, y = (torch.rand(2, 3, 16, 16, generator=g, dtype=torch.float64) * 2 - 1 for _ in range(2))
     y0 = operator.known_part(y)

@@ -207,7 +207,7 @@ def test_converted_unet_matches_the_original_forward(params, conv_dims):
     state64 = {key: value.double() for key, value in state.items()}
     g = torch.Generator().manual_seed(1)
     x = torch.randn(3, 3, SIZE, SIZE, generator=g, dtype=torch.float64)
-    # c_noise = 250 ln(sigma) for sigma in [0.002, 80] (design.md, section 1)
+    # c_noise = 250 ln(sigma) for sigma in [0.002, 80] (docs/design.md, section 1)
     t = 250 * torch.log(torch.tensor([0.002, 0.7, 80.0], dtype=torch.float64))
     y = torch.tensor([0, 3, 9]) if params["num_classes"] else None
     with torch.no_grad():

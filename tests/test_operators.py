@@ -1,4 +1,4 @@
-"""Properties of the editing operators and the masked projection (design.md, section 3)."""
+"""Properties of the editing operators and the masked projection (docs/design.md, section 3)."""
 
 from __future__ import annotations
 

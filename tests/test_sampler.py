@@ -1,4 +1,4 @@
-"""The sampler core against the paper and against diffusers (design.md, sections 1, 2, 4, 5)."""
+"""The sampler core against the paper and against diffusers (docs/design.md, sections 1, 2, 4, 5)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_boundary_condition_f_at_sigma_min_is_identity():
 
 
 def test_consistency_function_matches_design_scalings():
-    """f = c_skip x + c_out F(c_in x, 250 ln sigma) with the formulas of design.md, section 1."""
+    """f = c_skip x + c_out F(c_in x, 250 ln sigma) with the formulas of docs/design.md, section 1."""
     unet, scheduler = tiny_unet(), tiny_scheduler()
     x, sigma, sd, smin = torch.randn(1, 3, RESOLUTION, RESOLUTION), 2.5, 0.5, 0.002
     c_skip = sd**2 / ((sigma - smin) ** 2 + sd**2)

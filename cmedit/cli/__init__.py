@@ -66,8 +66,8 @@ def main() -> None:
 
     \b
     Examples:
-      cmedit inpaint --mask samples/mask.png samples/face.png -o filled.png
-      cmedit colorize samples/face.png -o color.png
-      cmedit super-resolve --factor 4 small.png -o big.png
+      cmedit inpaint --mask samples/center_mask.png samples/face.png -o filled.png
+      cmedit colorize samples/face_gray.png -o color.png
+      cmedit super-resolve --factor 4 samples/face_8x8.png -o big.png
       cmedit generate -n 16 -o generated/
     """

@@ -11,8 +11,8 @@ from .options import model_options, strength_option
 @click.command(epilog="""\b
 Examples:
   cmedit colorize samples/face_gray.png -o color.png
-  cmedit colorize old_photo.jpg --timesteps 30,20,10,0 --num-samples 4 -o colored/
-  cmedit colorize 'scans/*.png' -o colored/
+  cmedit colorize samples/heart_gray.png --timesteps 30,20,10,0 --num-samples 4 -o colored/
+  cmedit colorize 'samples/*_gray.png' -o colored/
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @strength_option(1.0, "Below 1, start part-way down the model's noise grid (this fraction of it, counted from "

@@ -56,9 +56,9 @@ def image_paths(sources: tuple[str, ...]) -> list[Path]:
 @click.command(epilog="""\b
 Examples:
   cmedit eval samples/heldout --timesteps 22,0 --seeds 0,1,2 --limit 64 --json eval.json
-  cmedit eval samples/heldout --steps 1 --tasks inpaint_box,sr4
-  cmedit eval samples/heldout --steps 8 --strength 0.6 --tasks colorize,sr4
-  cmedit eval 'photos/*.png' --model path/to/model --device cuda --batch-size 64
+  cmedit eval samples/heldout --steps 1 --limit 64 --tasks inpaint_box,sr4
+  cmedit eval samples/heldout --steps 8 --strength 0.6 --limit 64 --tasks colorize,sr4
+  cmedit eval 'samples/heldout/1f1*.png' --model cmedit/models/default_model --seeds 0 --batch-size 64
 """)
 @click.argument("sources", nargs=-1, required=True, metavar="FOLDER|IMAGE...")
 @click.option("--model", "-m", metavar="PATH|NAME|ID", default=None,
@@ -106,7 +106,7 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, limit, batch_
     how far the output's block means are from the input, in 8-bit levels) against bicubic and nearest
     upsampling. Also the network evaluations (NFE) and seconds per image, and with --features the
     kernel distance (KID) of each method's outputs from the originals. Metrics from scikit-image,
-    baselines from OpenCV; details in cmedit/evaluation.py. Transparent pixels are composited on white.
+    baselines from OpenCV; details in cmedit/evaluation/runner.py. Transparent pixels are composited on white.
     """
     from ..models.presets import preset_for
 

@@ -24,6 +24,17 @@ class Result:
     icc_profile: bytes | None = None
 
 
+# Files of one size are edited together only up to this many pixels each: every crop, tile and
+# full-size tensor of a batch is held at once, so large images go one file at a time.
+BATCH_MAX_PIXELS = 1 << 20
+
+
+def same_size_key(loaded) -> tuple | None:
+    """Batch files of the same size (``None``: this file alone, being over ``BATCH_MAX_PIXELS``)."""
+    height, width = loaded.rgb.shape[:2]
+    return loaded.rgb.shape if height * width <= BATCH_MAX_PIXELS else None
+
+
 @dataclass
 class Job:
     source: Path
@@ -86,12 +97,12 @@ def plan_jobs(inputs: list[Path], output: str | None, task: str, count: int) -> 
 
 def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, output: str | None, overwrite: bool,
              quiet: bool, quality: int = 95, no_alpha: bool = False, max_pixels: int | None = None,
-             batch_key: Callable[[object], object] | None = None, batch_size: int = 16) -> None:
+             batch_key: Callable[[object], object] | None = same_size_key, batch_size: int = 16) -> None:
     """Read every job's input, ``edit`` them, write the results; report per file, exit 1 if any failed.
 
     ``edit`` takes a list of ``LoadedImage`` and returns each one's results (one per candidate).
-    Consecutive inputs with the same ``batch_key`` (not ``None``; e.g. their size) go to one ``edit``
-    call, up to ``batch_size`` at a time; if such a batch fails, its files are retried one by one so
+    Consecutive inputs with the same ``batch_key`` (not ``None``; by default their size, for images
+    up to ``BATCH_MAX_PIXELS``) go to one ``edit`` call, up to ``batch_size`` at a time; if such a batch fails, its files are retried one by one so
     that the bad file is named. An output that exists is an error for a single explicit ``-o file``
     and is skipped otherwise, unless ``--overwrite``. One bad file does not stop the others.
     """
@@ -185,11 +196,11 @@ def run_whole_image_edits(method: str, task: str, *, images, output, strength, m
     """A command whose edit is ``pipe.<method>(images, ...)`` on whole images of any size, with the
     common options (``model_options``, ``file_options``, ``--strength``); files of one size share a
     batch, outputs are named ``<image>_<task>``, colour RGB with the input's alpha kept."""
-    from .options import ModelLoader, candidate_generators, resolve_seed, schedule_kwargs, split_candidates
+    from .options import ModelLoader, candidate_generators, schedule_kwargs, split_candidates
 
     jobs = plan_jobs(expand_inputs(images), output, task, num_samples)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
-    seed = resolve_seed(seed, quiet)
+    seed = pipe.seed(seed)
 
     def edit(batch: list) -> list[list[Result]]:
         out = getattr(pipe(), method)([loaded.rgb for loaded in batch], class_labels=class_label,
@@ -200,4 +211,4 @@ def run_whole_image_edits(method: str, task: str, *, images, output, strength, m
                 for loaded, candidates in zip(batch, split_candidates(out, len(batch)))]
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
-             max_pixels=max_pixels, batch_key=lambda loaded: loaded.rgb.shape)
+             max_pixels=max_pixels)

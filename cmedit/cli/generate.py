@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .files import is_file_target
-from .options import ModelLoader, make_generator, model_options, resolve_seed, schedule_kwargs, user_errors
+from .options import ModelLoader, make_generator, model_options, schedule_kwargs, user_errors
 
 
 @click.command(epilog="""\b
@@ -40,8 +40,10 @@ def generate(num_images, batch_size, output, model, steps, timesteps, seed, devi
     with user_errors():
         for path in paths:
             check_output_path(path, overwrite)
-        pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)()
-        generator = make_generator(resolve_seed(seed, quiet))
+        loader = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+        seed = loader.seed(seed)
+        pipe = loader()
+        generator = make_generator(seed)
         for start in range(0, count, batch_size):
             images = pipe.generate(batch_size=min(batch_size, count - start), class_labels=class_label,
                                    generator=generator, output_type="np",

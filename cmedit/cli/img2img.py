@@ -10,9 +10,9 @@ from .options import model_options, strength_option
 
 @click.command(epilog="""\b
 Examples:
-  cmedit img2img strokes.png -o image.png
-  cmedit img2img strokes.png --strength 0.7 --num-samples 4 -o variants/
-  cmedit img2img 'sketches/*.png' --strength 0.3 -o refined/
+  cmedit img2img samples/strokes_face.png -o image.png
+  cmedit img2img samples/strokes_heart.png --strength 0.7 --num-samples 4 -o variants/
+  cmedit img2img 'samples/strokes_*.png' --strength 0.3 -o refined/
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @strength_option(0.4, "Where on the model's noise grid to start (this fraction of it, counted from the clean "

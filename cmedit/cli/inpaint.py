@@ -7,16 +7,16 @@ from pathlib import Path
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
-from .options import (ModelLoader, candidate_generators, make_generator, model_options, resolve_seed,
+from .options import (ModelLoader, candidate_generators, model_options,
                       schedule_kwargs, split_candidates, strength_option, user_errors)
 
 
 @click.command(epilog="""\b
 Examples:
   cmedit inpaint --mask samples/center_mask.png samples/face.png -o filled.png
-  cmedit inpaint --mask m.png img.png --num-samples 4 -o candidates/
-  cmedit inpaint --mask m.png a.png b.png 'photos/*.png' -o filled/
-  cmedit inpaint sticker_with_holes.png          # RGBA: the transparent pixels are filled
+  cmedit inpaint --mask samples/quarter_mask.png samples/heart.png --num-samples 4 -o candidates/
+  cmedit inpaint --mask samples/center_mask.png samples/face.png samples/animal.png 'samples/heldout/1f1e*.png' -o filled/
+  cmedit inpaint samples/face_holes.png          # RGBA: the transparent pixels are filled
   cmedit inpaint --mask samples/center_mask.png samples/face_painted.png --strength 0.4   # paint guides the fill
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
@@ -54,7 +54,7 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
         with user_errors():
             mask_image = read_mask(mask_path, max_pixels)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
-    seed = resolve_seed(seed, quiet)
+    seed = pipe.seed(seed)
 
     def mask_for(loaded):
         """The image's mask (1 = fill): --mask (resized if asked) or its transparent pixels."""
@@ -79,9 +79,7 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
 
     def edit(batch: list) -> list[list[Result]]:
         masks = [mask_for(loaded) for loaded in batch]
-        whole_image = max(batch[0].rgb.shape[:2]) <= pipe().resolution  # else region crops (one file)
-        generator = (candidate_generators(seed, len(batch), num_samples) if whole_image
-                     else make_generator(seed))
+        generator = candidate_generators(seed, len(batch), num_samples)
         out = pipe().inpaint([loaded.rgb for loaded in batch], masks, context=context, feather=feather,
                              class_labels=class_label, num_images_per_prompt=num_samples, generator=generator,
                              output_type="np", **schedule_kwargs(steps, timesteps, strength=strength)).images
@@ -93,10 +91,5 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
             results.append([Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in candidates])
         return results
 
-    def batch_key(loaded):
-        # Images up to the model's size are edited whole and can share a batch; larger ones are cut
-        # into region crops per file.
-        return loaded.rgb.shape if max(loaded.rgb.shape[:2]) <= pipe().resolution else None
-
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
-             max_pixels=max_pixels, batch_key=batch_key)
+             max_pixels=max_pixels)

@@ -151,16 +151,29 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
         accelerate_pipeline(pipe, compile=compile_unet, channels_last=channels_last)
     pipe.set_progress_bar_config(disable=quiet, leave=False)
     pipe.max_batch_size = max_batch or None  # 0: the whole batch at once
+    show_library_notes(quiet)
     return pipe
 
 
-def resolve_seed(seed: int | None, quiet: bool) -> int:
-    """The seed to use; a random one is drawn and reported when none is given, so results can be redone."""
+def show_library_notes(quiet: bool) -> None:
+    """The library's warnings (``logging``, e.g. the embedded model's domain) as ``note: ...`` lines on stderr."""
+    import logging
+
+    library = logging.getLogger("cmedit")
+    if not any(getattr(handler, "cmedit_cli", False) for handler in library.handlers):
+        handler = logging.StreamHandler()  # stderr, looked up when a line is written
+        handler.setFormatter(logging.Formatter("note: %(message)s"))
+        handler.cmedit_cli = True
+        library.addHandler(handler)
+        library.propagate = False
+    library.setLevel(logging.ERROR if quiet else logging.WARNING)
+
+
+def resolve_seed(seed: int | None) -> tuple[int, bool]:
+    """The seed to use and whether it was drawn (a random one when none is given)."""
     if seed is None:
-        seed = secrets.randbelow(2**31)
-        if not quiet:
-            click.echo(f"seed: {seed}", err=True)
-    return seed
+        return secrets.randbelow(2**31), True
+    return seed, False
 
 
 def make_generator(seed: int):
@@ -186,16 +199,31 @@ def split_candidates(images, num_images: int) -> list:
 
 
 class ModelLoader:
-    """Loads the pipeline on first use, so that argument and file errors come before the slow part."""
+    """Loads the pipeline on first use, so that argument and file errors come before the slow part.
+
+    A seed drawn at random (:meth:`seed`) is printed when the model is loaded, that is when sampling
+    starts, so that any result can be redone and a run that fails on its input prints none.
+    """
 
     def __init__(self, model: str | None, device: str, dtype: str, quiet: bool, compile_unet: bool = False,
                  channels_last: bool = False, max_batch: int | None = None) -> None:
         self.args = (model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+        self.quiet = quiet
         self._pipe = None
+        self._drawn_seed: int | None = None
+
+    def seed(self, seed: int | None) -> int:
+        """``seed``, or a random one (reported once sampling starts) when it is ``None``."""
+        seed, drawn = resolve_seed(seed)
+        if drawn:
+            self._drawn_seed = seed
+        return seed
 
     def __call__(self):
         if self._pipe is None:
             self._pipe = load_model(*self.args)
+            if self._drawn_seed is not None and not self.quiet:
+                click.echo(f"seed: {self._drawn_seed}", err=True)
         return self._pipe
 
 

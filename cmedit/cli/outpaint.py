@@ -5,13 +5,14 @@ from __future__ import annotations
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
-from .options import ModelLoader, make_generator, model_options, resolve_seed, schedule_kwargs, strength_option
+from .options import (ModelLoader, candidate_generators, model_options, schedule_kwargs, split_candidates,
+                      strength_option)
 
 
 @click.command(epilog="""\b
 Examples:
   cmedit outpaint --right 16 samples/face.png -o wider.png
-  cmedit outpaint --left 8 --right 8 --top 8 --bottom 8 photo.jpg -o framed.png
+  cmedit outpaint --left 8 --right 8 --top 8 --bottom 8 samples/heart.png -o framed.png
   cmedit outpaint --right 16 --strength 0.5 samples/face.png -o mirrored.png
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
@@ -33,6 +34,8 @@ def outpaint(images, left, right, top, bottom, feather, strength, output, model,
              class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality, no_alpha,
              max_pixels) -> None:
     """Extend each IMAGE by the given borders and fill them; the original pixels are kept exactly."""
+    import torch
+
     from ..io.tensors import images_to_tensor
     from ..fullres.canvas import outpaint_canvas
 
@@ -40,20 +43,23 @@ def outpaint(images, left, right, top, bottom, feather, strength, output, model,
         raise click.UsageError("give at least one of --left, --right, --top, --bottom")
     jobs = plan_jobs(expand_inputs(images), output, "outpainted", num_samples)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
-    seed = resolve_seed(seed, quiet)
+    seed = pipe.seed(seed)
 
     def edit(batch: list) -> list[list[Result]]:
-        (loaded,) = batch  # each canvas is one region-crop edit
-        canvas, mask = outpaint_canvas(images_to_tensor(loaded.rgb), left, right, top, bottom)
+        canvases = [outpaint_canvas(images_to_tensor(loaded.rgb), left, right, top, bottom) for loaded in batch]
+        canvas, mask = torch.cat([c for c, _ in canvases]), canvases[0][1]  # files of one size: one mask
         out = pipe().inpaint((canvas + 1) / 2, mask, feather=feather, full_resolution=True,
                              class_labels=class_label, num_images_per_prompt=num_samples,
-                             generator=make_generator(seed), output_type="np",
+                             generator=candidate_generators(seed, len(batch), num_samples), output_type="np",
                              **schedule_kwargs(steps, timesteps, strength=strength)).images
-        alpha = None
-        if loaded.alpha is not None:  # the new border is opaque
-            alpha, _ = outpaint_canvas(images_to_tensor(loaded.alpha), left, right, top, bottom)
-            alpha = ((alpha[0, 0] + 1) / 2).numpy() * (1 - mask[0, 0].numpy()) + mask[0, 0].numpy()
-        return [[Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in out]]
+        results = []
+        for loaded, candidates in zip(batch, split_candidates(out, len(batch))):
+            alpha = None
+            if loaded.alpha is not None:  # the new border is opaque
+                alpha, _ = outpaint_canvas(images_to_tensor(loaded.alpha), left, right, top, bottom)
+                alpha = ((alpha[0, 0] + 1) / 2).numpy() * (1 - mask[0, 0].numpy()) + mask[0, 0].numpy()
+            results.append([Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in candidates])
+        return results
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
              max_pixels=max_pixels)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
-from .options import (ModelLoader, candidate_generators, make_generator, model_options, resolve_seed,
+from .options import (ModelLoader, candidate_generators, model_options,
                       schedule_kwargs, split_candidates, strength_option)
 
 
 @click.command(epilog="""\b
 Examples:
   cmedit super-resolve --factor 4 samples/face_8x8.png -o big.png
-  cmedit super-resolve --factor 2 --colorize small_gray.png -o big_color.png
+  cmedit super-resolve --factor 4 --colorize samples/animal_8x8.png -o big_color.png
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("--factor", "-f", type=click.IntRange(min=2), default=4, show_default=True,
@@ -37,11 +37,10 @@ def super_resolve(images, factor, also_colorize, overlap, strength, output, mode
 
     jobs = plan_jobs(expand_inputs(images), output, f"x{factor}", num_samples)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
-    seed = resolve_seed(seed, quiet)
+    seed = pipe.seed(seed)
 
     def edit(batch: list) -> list[list[Result]]:
-        tiled = max(batch[0].rgb.shape[:2]) * factor > pipe().resolution  # tiles take one generator
-        generator = make_generator(seed) if tiled else candidate_generators(seed, len(batch), num_samples)
+        generator = candidate_generators(seed, len(batch), num_samples)
         out = pipe().super_resolve([loaded.rgb for loaded in batch], factor=factor, colorize=also_colorize,
                                    overlap=overlap, class_labels=class_label, num_images_per_prompt=num_samples,
                                    generator=generator, output_type="np",
@@ -55,9 +54,5 @@ def super_resolve(images, factor, also_colorize, overlap, strength, output, mode
             results.append([Result(rgb, alpha, loaded.bits, grey, loaded.icc_profile) for rgb in candidates])
         return results
 
-    def batch_key(loaded):
-        # Inputs of one tile or less share a batch; larger ones are tiled per file.
-        return loaded.rgb.shape if max(loaded.rgb.shape[:2]) * factor <= pipe().resolution else None
-
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
-             max_pixels=max_pixels, batch_key=batch_key)
+             max_pixels=max_pixels)

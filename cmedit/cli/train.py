@@ -19,13 +19,13 @@ gets training_state.pt (resumable), export/ (a ConsistencyModelPipeline folder
 with EMA weights) and samples/ grids, every --checkpoint-minutes.
 
 \b
-Example:
-  cmedit train data/twemoji32_train.npy --run-dir runs/default \\
-      --groups data/twemoji32_train_groups.npy --mixed-precision bf16 --threads 2
+Examples:
+  cmedit train data/twemoji32_train.npy --groups data/twemoji32_train_groups.npy --run-dir runs/default \\
+      --mixed-precision bf16 --threads 2
   cmedit train data/twemoji32_train.npy --run-dir runs/default --resume
-  cmedit train data/twemoji32_train.npy --run-dir runs/next \\
-      --init-from cmedit/default_model --start-step 3631 --pretrain-steps 2767 \\
-      --stage-steps 144 --device cuda --batch-size 512 --max-minutes 30
+  cmedit train my_images/ --run-dir runs/mine --resolution 64
+  cmedit train data/twemoji32_train.npy --run-dir runs/cd --init-from cmedit/models/default_model \\
+      --start-step 8649 --pretrain-steps 7725 --stage-steps 154 --teacher checkpoints/twemoji32_teacher
 """,
 )
 @click.argument("data", type=click.Path(exists=True, path_type=Path))
@@ -61,7 +61,7 @@ Example:
 @click.option("--no-hflip", is_flag=True, help="Disable random horizontal flips.")
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/training_state.pt.")
 @click.option("--init-from", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Start from the UNet weights of this model folder (e.g. cmedit/default_model) "
+              help="Start from the UNet weights of this model folder (e.g. cmedit/models/default_model) "
                    "with a new optimizer; for a machine without the run's training_state.pt.")
 @click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
               help="With --init-from: the step (curriculum position) to continue at.")

@@ -1,4 +1,4 @@
-"""Editing operators: an orthogonal transform ``A`` and the mask ``Omega`` (design.md, section 3).
+"""Editing operators: an orthogonal transform ``A`` and the mask ``Omega`` (docs/design.md, section 3).
 
 An operator says which components of an image are known and which are generated.
 It holds no model. ``A`` maps a pixel tensor ``(B, C, H, W)`` into "A-space";
@@ -256,7 +256,7 @@ def compose(first: PatchOperator, second: PatchOperator) -> PatchOperator:
     ``first`` acts across channels per pixel (``patch == 1``, e.g. :class:`Colorization`);
     ``second`` acts on each channel's ``p x p`` patch the same way for every channel
     (e.g. :class:`SuperResolution`). A component is known only when it is known in both,
-    so colorize + super-resolve keeps just the luminance patch mean (design.md, section 3).
+    so colorize + super-resolve keeps just the luminance patch mean (docs/design.md, section 3).
     """
     if first.patch != 1:
         first, second = second, first

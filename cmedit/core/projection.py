@@ -59,7 +59,7 @@ class MaskedProjectionScheduler:
         device: str | torch.device | None = None,
         timesteps: list[int] | None = None,
     ) -> None:
-        """Set the sigma schedule exactly as the wrapped scheduler does (design.md, section 2)."""
+        """Set the sigma schedule exactly as the wrapped scheduler does (docs/design.md, section 2)."""
         self.scheduler.set_timesteps(num_inference_steps=num_inference_steps, device=device, timesteps=timesteps)
         self._scalings = [self._step_scalings(n) for n in range(len(self.timesteps))]
         self._step_index = 0
@@ -86,7 +86,7 @@ class MaskedProjectionScheduler:
         return (self.y0 if start is None else start) + self.sigmas[0] * noise
 
     def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
-        """``c_in(sigma) x`` with ``c_in = 1 / sqrt(sigma^2 + sigma_data^2)`` (design.md, section 1)."""
+        """``c_in(sigma) x`` with ``c_in = 1 / sqrt(sigma^2 + sigma_data^2)`` (docs/design.md, section 1)."""
         return sample / self._scalings[self._require_step()][0]
 
     def step(
@@ -107,7 +107,7 @@ class MaskedProjectionScheduler:
             denoised = denoised.clamp(-1, 1)
         denoised = self.operator.project(denoised, self.y0)
 
-        # The same draw as CMStochasticIterativeScheduler.step (design.md, section 5).
+        # The same draw as CMStochasticIterativeScheduler.step (docs/design.md, section 5).
         if len(self.timesteps) > 1:
             noise = randn_tensor(
                 model_output.shape, dtype=model_output.dtype, device=model_output.device, generator=generator

@@ -20,7 +20,7 @@ def consistency_function(
     sigma: float | torch.Tensor,
     class_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``f(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`` (paper, Appendix C; design.md, section 1).
+    """``f(x, sigma) = c_skip x + c_out F(c_in x, c_noise)`` (paper, Appendix C; docs/design.md, section 1).
 
     ``x``: ``(B, C, H, W)`` noisy image; ``sigma``: its noise level, one for the batch (a float or a 0-d
     tensor) or one per sample (a ``(B,)`` tensor, as in training). Returns the denoised estimate

@@ -234,7 +234,7 @@ class LevelSplitUNet(nn.Module):
     :func:`cmedit.core.sampler.sample` takes it in place of a ``UNet2DModel``. A diagnostic: sampling
     with the first evaluation of one model and the later ones of another shows which levels decide a
     schedule's sample quality. The sigma is read back from the network's timestep input
-    (``c_noise = 250 log sigma``, design.md section 1); a batch has one level, as in sampling.
+    (``c_noise = 250 log sigma``, docs/design.md section 1); a batch has one level, as in sampling.
     """
 
     def __init__(self, high: nn.Module, low: nn.Module, split: float) -> None:

@@ -1,6 +1,6 @@
 """Deterministic inpainting masks for evaluation: a centre box and free-form strokes.
 
-Masks are ``(H, W)`` uint8 arrays, 255 = generate, 0 = keep (design.md, section 6); OpenCV's
+Masks are ``(H, W)`` uint8 arrays, 255 = generate, 0 = keep (docs/design.md, section 6); OpenCV's
 ``cv2.inpaint`` reads the same polarity (non-zero = fill). A stroke mask depends only on the image
 size, ``mask_seed`` and the image's index in the evaluated set, so the same image gets the same mask
 whatever else is evaluated with it, and every method and every sampling seed sees the same masks.

@@ -15,6 +15,9 @@ logger = logging.getLogger(__name__)
 
 # The one place that names the model used when none is given: the embedded model (MODEL_CARD.md).
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+DEFAULT_MODEL_NOTE = ("the embedded default model is a 32x32 emoji model (MODEL_CARD.md): edits of photos come out "
+                      "wrong; pass --model (a released OpenAI model such as cd_imagenet64_l2 or cd_bedroom256_lpips, "
+                      "or your own folder) for other images")
 
 
 class ModelLoadError(ValueError):
@@ -99,6 +102,8 @@ def load_pipeline(
         raise ModelLoadError(f"{source}: cannot load model ({first_line})") from error
     if not isinstance(pipe.unet, UNet2DModel) or not isinstance(pipe.scheduler, CMStochasticIterativeScheduler):
         raise ModelLoadError(f"{source}: not a UNet2DModel with a CMStochasticIterativeScheduler")
+    if model is None:
+        pipe.domain_note = DEFAULT_MODEL_NOTE
     if device is not None or dtype is not None:
         pipe.to(device=device, dtype=dtype)
     return pipe

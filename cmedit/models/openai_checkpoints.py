@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CheckpointError", "read_state_dict", "unet_from_state_dict", "load_checkpoint", "convert_checkpoint"]
 
-SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # design.md, section 1; every released model
+SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # docs/design.md, section 1; every released model
 DEFAULT_NUM_TRAIN_TIMESTEPS = 40  # the consistency-distillation grid (launch.sh --steps 40)
 
 

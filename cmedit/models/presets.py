@@ -3,7 +3,7 @@
 Each preset names the original ``.pt`` file, its diffusers conversion on the Hugging Face hub
 (``openai/diffusers-<name>``), the scheduler's ``num_train_timesteps`` and the 2-step ``timesteps``
 published in the paper's ``scripts/launch.sh`` (``--ts 0,22,39`` there is ``timesteps=[22, 0]`` here:
-the same indices into the Karras grid of ``num_train_timesteps`` sigmas, design.md section 2).
+the same indices into the Karras grid of ``num_train_timesteps`` sigmas, docs/design.md section 2).
 No torch import: the CLI reads this table for its help and defaults.
 """
 

@@ -2,7 +2,7 @@
 
 Recipe (chosen for a CPU budget of a few hours, from scratch):
 
-* Parameterisation (Song et al. 2023, Appendix C; design.md section 1), per-sample sigma
+* Parameterisation (Song et al. 2023, Appendix C; docs/design.md section 1), per-sample sigma
   (``cmedit.core.sampler.consistency_function``, the sampler's own):
   ``f(x, t) = c_skip(t) x + c_out(t) F(c_in(t) x, 250 ln t)`` with the scalings of
   diffusers' ``CMStochasticIterativeScheduler``, so the trained UNet is a drop-in

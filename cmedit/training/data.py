@@ -1,4 +1,4 @@
-"""Training images: a .npy array (N, H, W, 3) uint8 or a folder of image files, as a [-1, 1] tensor (design.md, section 1)."""
+"""Training images: a .npy array (N, H, W, 3) uint8 or a folder of image files, as a [-1, 1] tensor (docs/design.md, section 1)."""
 from __future__ import annotations
 
 from pathlib import Path
