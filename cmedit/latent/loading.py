@@ -130,8 +130,13 @@ def load_latent_pipeline(source: str | os.PathLike, *, lora: str | None = None, 
         pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
     if device is not None or dtype is not None:
         pipe.to(device=device, dtype=dtype)
-    # Memory: decode/encode large images in tiles and batches one image at a time (the results of
-    # images up to the VAE's tile size are unchanged).
+    return pipe
+
+
+def enable_memory_savings(pipe) -> None:
+    """VAE tiling (images larger than the VAE's tile, 512 px for SD 1.5, are encoded and decoded in
+    overlapping tiles) and slicing (a batch one image at a time): bounded memory for large photos.
+    Results of images up to a tile are unchanged by tiling; slicing can change the last bits of a
+    batch's decode, so the library leaves both off and the command line turns them on."""
     pipe.vae.enable_slicing()
     pipe.vae.enable_tiling()
-    return pipe
