@@ -188,6 +188,12 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
     if dtype == "float16" and torch_device.type == "cpu":
         raise click.BadParameter("float16 is not supported on the CPU; use float32 or bfloat16", param_hint="--dtype")
     text = {k: v for k, v in _text_option_values().items() if v is not None}
+    if quiet:  # latent models load several components, each with its own progress bar
+        diffusers_logging.disable_progress_bar()
+        with contextlib.suppress(ImportError):
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
     with user_errors():
         pipe = load_pipeline(model, device=torch_device, dtype=getattr(torch, dtype), lora=text.pop("lora", None),
                              config=text.pop("model_config", None))

@@ -79,9 +79,19 @@ def is_sd_single_file(path: Path) -> bool:
 
 def _require_extra() -> None:
     try:
-        import transformers  # noqa: F401
+        import transformers
     except ImportError:
         raise LatentModelError("latent models need transformers: pip install 'cmedit[latent]'") from None
+    # Its import-time notes (e.g. no torchvision for image processors cmedit does not use) are noise here.
+    transformers.utils.logging.set_verbosity_error()
+
+
+def _check_lora_source(lora: str) -> None:
+    path = Path(lora)
+    looks_local = path.suffix.lower() in (".safetensors", ".bin") or lora.startswith((".", "/", "~")) or (
+        lora.strip("/").count("/") > 1)
+    if looks_local and not path.exists():
+        raise LatentModelError(f"{lora}: no such LoRA file or folder")
 
 
 def load_latent_pipeline(source: str | os.PathLike, *, lora: str | None = None, single_file: bool = False,
@@ -99,6 +109,8 @@ def load_latent_pipeline(source: str | os.PathLike, *, lora: str | None = None, 
     from .pipeline import LatentEditPipeline
 
     source = str(source)
+    if lora is not None:
+        _check_lora_source(str(lora))
     if single_file:
         kwargs = {"config": config} if config else {}
         pipe = LatentEditPipeline.from_single_file(source, safety_checker=None, **kwargs)
