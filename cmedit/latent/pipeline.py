@@ -20,6 +20,7 @@ LCM-LoRA uses classifier-free guidance when ``guidance_scale > 1`` (default 1: n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -274,17 +275,14 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         with self._text_for_call(prompt, negative_prompt, guidance_scale, prompt_embeds):
             return self._edit(images_to_tensor(image), operator, **kwargs)
 
+    @contextlib.contextmanager
     def _text_for_call(self, prompt, negative_prompt, guidance_scale, prompt_embeds):
-        pipe = self
-
-        class _Scope:
-            def __enter__(self):
-                pipe._call_text = pipe._text(prompt, negative_prompt, guidance_scale, prompt_embeds)
-
-            def __exit__(self, *exc):
-                pipe._call_text = None
-
-        return _Scope()
+        """Checked prompt settings for the duration of one call (read by :meth:`_edit`, also on crops and tiles)."""
+        self._call_text = self._text(prompt, negative_prompt, guidance_scale, prompt_embeds)
+        try:
+            yield
+        finally:
+            self._call_text = None
 
     def _work_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """``size`` rounded to the nearest multiples of the VAE's factor (at least one latent)."""

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import LCMScheduler
 
-from ..core.operators import Inpainting, Operator
+from ..core.operators import Operator
 
 
 def latent_mask(mask: torch.Tensor, scale: int, grow: int = 1) -> torch.Tensor:
@@ -140,7 +140,3 @@ class LatentProjectionScheduler:
         prev_sample = prev_sample + alpha_next.sqrt().to(projected.dtype) * (projected - denoised)
         return prev_sample, projected
 
-
-def inpainting_projection(mask: torch.Tensor, scale: int, grow: int = 1) -> Inpainting:
-    """The latent ``Inpainting`` operator of a pixel mask ``(B, 1, H, W)`` (see :func:`latent_mask`)."""
-    return Inpainting(latent_mask(mask, scale, grow))
