@@ -79,7 +79,7 @@ def test_sd_base_needs_lora_sdxl_refused(sd_dir, tmp_path):
         load_pipeline(xl)
 
 
-def test_single_file_detected_by_keys(tmp_path):
+def test_single_file_detected_by_keys(lcm_dir, tmp_path):
     from safetensors.torch import save_file
 
     from cmedit.latent.loading import is_sd_single_file
@@ -92,6 +92,8 @@ def test_single_file_detected_by_keys(tmp_path):
     # The real diffusers single-file loader runs; these two tensors are no model: one clear error.
     with pytest.raises(ModelLoadError, match="cannot load latent model"):
         load_pipeline(sd, config=str(tmp_path))
+    with pytest.raises(ModelLoadError, match="cannot load latent model.*CLIPTextModel"):
+        load_pipeline(sd, config=str(lcm_dir))  # configs found locally; the weights are missing
 
 
 # ----------------------------------------------------------------- equality with diffusers
@@ -153,6 +155,19 @@ def test_lora_on_sd_base_equals_sd_pipeline_with_lcm_scheduler(sd_dir, tmp_path)
     base.set_progress_bar_config(disable=True)
     without = base(PROMPT, num_inference_steps=4, generator=_gen(2), **kwargs).images
     assert np.abs(without - ours).max() > 1e-4  # the LoRA was applied
+
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from cmedit.cli import main
+
+    result = CliRunner().invoke(main, ["generate", "-m", str(sd_dir), "--lora", str(lora_file), "-p", PROMPT,
+                                       "--negative-prompt", "blurry", "--guidance-scale", "1.5", "--seed", "2",
+                                       "-q", "-o", str(tmp_path / "cli.png")])
+    assert result.exit_code == 0, result.output
+    expected_png = pipe.generate(prompt=PROMPT, generator=_gen(2), negative_prompt="blurry",
+                                 guidance_scale=1.5).images[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "cli.png")), np.asarray(expected_png))
 
 
 # ----------------------------------------------------------------- the wrapper and edits

@@ -146,7 +146,7 @@ def _load_if_latent(source: str, path: Path, looks_local: bool, **kwargs):
         return latent.load_latent_pipeline(source, **kwargs)
     except latent.LatentModelError as error:
         raise ModelLoadError(str(error)) from None
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as error:
+    except Exception as error:  # diffusers' loaders raise many types (e.g. SingleFileComponentError): one line
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelLoadError(f"{source}: cannot load latent model ({first_line})") from error
 
