@@ -31,9 +31,10 @@ from diffusers import LatentConsistencyModelPipeline, LCMScheduler
 from diffusers.pipelines.latent_consistency_models.pipeline_latent_consistency_img2img import retrieve_latents
 from diffusers.utils.torch_utils import randn_tensor
 
+from ..core.arguments import EditOptions
 from ..core.operators import Colorization, Inpainting, Operator
-from ..io.tensors import ImageBatchInput, images_to_tensor
-from ..pipeline import ConsistencyEditPipeline, check_output_type, resize
+from ..io.tensors import ImageBatchInput, images_to_tensor, resize
+from ..pipeline import ConsistencyEditPipeline, check_output_type
 from .projection import LatentProjectionScheduler, ThroughVAE, VAECodec, latent_mask
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
                          safety_checker=safety_checker, feature_extractor=feature_extractor,
                          image_encoder=image_encoder, requires_safety_checker=requires_safety_checker)
         self.max_batch_size: int | None = None
+        self.domain_note: str | None = None  # read by ConsistencyEditPipeline's methods; no note for these models
         # Used when a call gives no prompt / guidance (the CLI sets them from --prompt etc.).
         self.text_defaults = TextConditioning()
         self._call_text: TextConditioning | None = None  # the current call's, for crop/tile helpers
@@ -205,7 +207,7 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         ``prompt``: one string or a list (then ``batch_size`` images each). Default 4 steps at the
         native resolution.
         """
-        self._class_labels(class_labels)
+        self.class_labels_for(class_labels)
         check_output_type(output_type)
         text = self._text(prompt, negative_prompt, guidance_scale, prompt_embeds)
         height = height or self.resolution
@@ -233,7 +235,7 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
 
         Other sizes are resized to the nearest multiple of 8 and the result back.
         """
-        self._class_labels(class_labels)
+        self.class_labels_for(class_labels)
         check_output_type(output_type)
         if not 0 < strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
@@ -264,20 +266,26 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
     # ----------------------------------------------------------------- editing
 
     def edit(self, image: ImageBatchInput, operator: Operator, *, prompt=None, negative_prompt=None,
-             guidance_scale: float | None = None, prompt_embeds=None, **kwargs):
+             guidance_scale: float | None = None, prompt_embeds=None, num_inference_steps: int | None = None,
+             timesteps: list[int] | None = None, strength: float = 1.0, class_labels=None,
+             num_images_per_prompt: int = 1, generator=None, output_type: str = "pil", return_dict: bool = True):
         """Zero-shot edit of ``image`` with ``operator`` (Algorithm 4 in latent space), guided by the prompt.
 
         ``Inpainting`` operators project latents (:func:`cmedit.latent.projection.latent_mask`); any
-        other operator projects in pixel space through the VAE at every step. Keyword arguments as
-        ``ConsistencyEditPipeline.edit`` (``num_inference_steps`` or ``timesteps``, default 4 LCM steps;
-        ``strength``; ``num_images_per_prompt``; ``generator``; ``output_type``; ``return_dict``).
+        other operator projects in pixel space through the VAE at every step. Other arguments as
+        ``ConsistencyEditPipeline.edit`` (default 4 LCM steps; ``timesteps`` are ``LCMScheduler``'s
+        discrete timesteps; ``strength`` as ``LCMScheduler.set_timesteps``).
         """
+        options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
+                              generator)
+        check_output_type(output_type)
         with self._text_for_call(prompt, negative_prompt, guidance_scale, prompt_embeds):
-            return self._edit(images_to_tensor(image), operator, **kwargs)
+            x = self.edit_tensor(images_to_tensor(image), operator, options)
+        return self._output(x, output_type, return_dict)
 
     @contextlib.contextmanager
     def _text_for_call(self, prompt, negative_prompt, guidance_scale, prompt_embeds):
-        """Checked prompt settings for the duration of one call (read by :meth:`_edit`, also on crops and tiles)."""
+        """Checked prompt settings for the duration of one call (read by :meth:`edit_tensor`, also on crops and tiles)."""
         self._call_text = self._text(prompt, negative_prompt, guidance_scale, prompt_embeds)
         try:
             yield
@@ -290,18 +298,13 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         return tuple(max(f, round(s / f) * f) for s in size)
 
     @torch.inference_mode()
-    def _edit(self, y: torch.Tensor, operator: Operator, num_inference_steps: int | None = None,
-              timesteps: list[int] | None = None, strength: float = 1.0, class_labels=None,
-              num_images_per_prompt: int = 1, generator=None, output_type: str = "pil", return_dict: bool = True):
-        """:meth:`edit` on ``y`` ``(B, 3, H, W)`` in ``[-1, 1]`` (also called by ``cmedit.fullres`` on crops and tiles)."""
-        self._class_labels(class_labels)
-        check_output_type(output_type)
-        if not 0 < strength <= 1:
-            raise ValueError(f"strength must be in (0, 1], got {strength}")
-        if num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+    def edit_tensor(self, y: torch.Tensor, operator: Operator, options: EditOptions) -> torch.Tensor:
+        """Algorithm 4 in latent space on ``y`` ``(B, 3, H, W)`` in ``[-1, 1]`` (also called by ``cmedit.fullres``
+        on crops and tiles); returns ``(B * K, 3, H, W)`` float32 in ``[-1, 1]`` whose known components equal ``y``'s."""
+        self.class_labels_for(options.class_labels, len(y), options.generator)
+        options.check_batch(len(y))
         text = self._call_text or self._text(None, None, None, None)
-        k = num_images_per_prompt
+        k, strength, generator = options.num_images_per_prompt, options.strength, options.generator
         batch = len(y)
         y = y.repeat_interleave(k, dim=0)
         size = tuple(y.shape[-2:])
@@ -324,7 +327,7 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
             projection = ThroughVAE(work_operator, codec)
             y0 = y_work
         wrapper = LatentProjectionScheduler(self.scheduler, projection, y0)
-        self._set_timesteps(wrapper, num_inference_steps, timesteps, strength, device)
+        self._set_timesteps(wrapper, options.num_inference_steps, options.timesteps, strength, device)
         if strength < 1:  # SDEdit: the whole input (the unknown part's content too) guides the result
             start = codec.encode(resize(y, work).to(device=device, dtype=dtype)).to(dtype)
         elif isinstance(projection, Inpainting):
@@ -340,14 +343,16 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         if work != size:
             x = resize(x, size)
         x = operator.project(x, operator.known_part(y))
-        x = operator.fit_range(x, y)
-        return self._output(x, output_type, return_dict, dtype)
+        return operator.fit_range(x, y)
 
-    def _class_labels(self, class_labels, *args) -> None:
-        """Latent models take text, not class labels: refuse any (``cmedit.fullres`` asks with its own arguments)."""
+    def class_labels_for(self, class_labels, batch_size: int = 0, generator=None) -> None:
+        """Latent models take text, not class labels: refuse any (``cmedit.fullres`` asks through this too)."""
         if class_labels is not None:
             raise ValueError("latent models are not class-conditional: use a prompt instead of class labels")
         return None
+
+    def _note_domain(self, height: int, width: int) -> None:
+        """Latent models have no small native domain to warn about (``ConsistencyEditPipeline`` asks)."""
 
     def inpaint(self, image: ImageBatchInput, mask: ImageBatchInput, *, prompt=None, negative_prompt=None,
                 guidance_scale: float | None = None, prompt_embeds=None, **kwargs):
@@ -378,5 +383,3 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
 
         canvas, mask = outpaint_canvas(images_to_tensor(image), left, right, top, bottom)
         return self.inpaint((canvas + 1) / 2, mask, feather=feather, full_resolution=True, **kwargs)
-
-    _run_outside = ConsistencyEditPipeline._run_outside
