@@ -57,6 +57,8 @@ def model_options(command: Callable) -> Callable:
     def with_preset_schedule(*args, model=None, steps=None, timesteps=None, quiet=False, **kwargs):
         from ..models.presets import preset_for
 
+        remember_text_options(kwargs)
+
         strength = kwargs.get("strength", 1.0)
         check_strength(strength, timesteps)
         preset = preset_for(model)
@@ -104,11 +106,52 @@ def model_options(command: Callable) -> Callable:
                           "share a batch; 0: no bound): lower it when memory runs out; results do not change."),
         click.option("--overwrite", is_flag=True, help="Replace output files that already exist."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages on stderr."),
+        *text_options(),
     ]
     decorated = with_preset_schedule
     for option in reversed(options):
         decorated = option(decorated)
     return decorated
+
+
+TEXT_OPTIONS = ("prompt", "negative_prompt", "guidance_scale", "lora", "model_config")
+_TEXT_KEY = "cmedit.text_options"
+
+
+def text_options() -> list:
+    """``--prompt``, ``--negative-prompt``, ``--guidance-scale``, ``--lora``, ``--model-config``: latent models only."""
+    return [
+        click.option("--prompt", "-p", default=None, metavar="TEXT",
+                     help="Latent models (LCM): what the generated content shows. Default: no prompt."),
+        click.option("--negative-prompt", default=None, metavar="TEXT",
+                     help="Latent models with an LCM-LoRA and --guidance-scale above 1: what to avoid."),
+        click.option("--guidance-scale", type=click.FloatRange(min=0), default=None, metavar="W",
+                     help="Latent models: an LCM's embedded guidance (default 8) or, with an LCM-LoRA, "
+                          "classifier-free guidance (default 1: none; 1-2 recommended)."),
+        click.option("--lora", default=None, metavar="ID|FILE",
+                     help="Add an LCM-LoRA (hub id, folder or .safetensors file) to a Stable Diffusion --model, "
+                          "e.g. latent-consistency/lcm-lora-sdv1-5."),
+        click.option("--model-config", default=None, metavar="FOLDER",
+                     help="A single-file Stable Diffusion --model: a local diffusers folder with its configs "
+                          "(default: fetched from the hub)."),
+    ]
+
+
+def remember_text_options(kwargs: dict) -> None:
+    """Move the latent-model options out of a command's keyword arguments into the click context.
+
+    ``load_model`` reads them: the LoRA and config at loading, the prompt settings as the latent
+    pipeline's defaults; a pixel model given any of them is one clear error.
+    """
+    values = {name: kwargs.pop(name, None) for name in TEXT_OPTIONS}
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[_TEXT_KEY] = values
+
+
+def _text_option_values() -> dict:
+    ctx = click.get_current_context(silent=True)
+    return dict(ctx.meta.get(_TEXT_KEY, {})) if ctx is not None else {}
 
 
 @contextlib.contextmanager
@@ -144,7 +187,30 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
         dtype = "float16" if torch_device.type == "cuda" else "float32"
     if dtype == "float16" and torch_device.type == "cpu":
         raise click.BadParameter("float16 is not supported on the CPU; use float32 or bfloat16", param_hint="--dtype")
-    pipe = load_pipeline(model, device=torch_device, dtype=getattr(torch, dtype))
+    text = {k: v for k, v in _text_option_values().items() if v is not None}
+    if quiet:  # latent models load several components, each with its own progress bar
+        diffusers_logging.disable_progress_bar()
+        with contextlib.suppress(ImportError):
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
+    with user_errors():
+        pipe = load_pipeline(model, device=torch_device, dtype=getattr(torch, dtype), lora=text.pop("lora", None),
+                             config=text.pop("model_config", None))
+    if hasattr(pipe, "text_defaults"):
+        from ..latent.loading import enable_memory_savings
+
+        enable_memory_savings(pipe)
+    if text:
+        if not hasattr(pipe, "text_defaults"):
+            names = ", ".join("--" + name.replace("_", "-") for name in text)
+            raise click.UsageError(f"{names}: only for latent models (LCM, or Stable Diffusion with --lora); "
+                                   "this is a pixel consistency model")
+        from ..latent.pipeline import TextConditioning
+
+        pipe.text_defaults = TextConditioning(**text)
+        with user_errors():
+            pipe._text(None, None, None, None)  # refuse a bad combination before any file is read
     if compile_unet or channels_last:
         from ..models.acceleration import accelerate_pipeline
 

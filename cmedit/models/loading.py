@@ -48,6 +48,9 @@ def load_pipeline(
     model: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    *,
+    lora: str | None = None,
+    config: str | None = None,
 ) -> ConsistencyEditPipeline:
     """Load a ``ConsistencyEditPipeline`` from a diffusers folder (``unet/`` + ``scheduler/``), an original
     OpenAI ``.pt`` checkpoint (converted in memory, ``cmedit.models.openai_checkpoints``), a released model's name
@@ -58,6 +61,11 @@ def load_pipeline(
     (``ConsistencyEditPipeline.edit_timesteps``, ``generate_timesteps``). Anything that is not a
     ``UNet2DModel`` with a ``CMStochasticIterativeScheduler`` raises ``ModelLoadError``; so does a hub
     model that cannot be downloaded (the message says where a local copy goes).
+
+    Latent consistency models (``cmedit.latent``): a folder or hub id whose ``model_index.json`` names a
+    ``vae`` and a ``text_encoder``, or a single Stable Diffusion ``.safetensors`` file, loads as a
+    ``LatentEditPipeline`` with the same methods; ``lora`` adds an LCM-LoRA to a Stable Diffusion base,
+    ``config`` names a local diffusers folder with a single file's configs (else fetched from the hub).
     """
     from diffusers import CMStochasticIterativeScheduler, UNet2DModel
 
@@ -66,6 +74,12 @@ def load_pipeline(
     # A hub id is "owner/name"; anything else that does not exist is a missing local path.
     looks_local = (path.exists() or source.startswith((".", "/", "~")) or "\\" in source
                    or source.strip("/").count("/") > 1 or path.suffix in (".pt", ".pth"))
+    latent = _load_if_latent(source, path, looks_local, lora=lora, config=config, device=device, dtype=dtype)
+    if latent is not None:
+        return latent
+    if lora is not None:
+        raise ModelLoadError(f"{source}: --lora adds an LCM-LoRA to a Stable Diffusion model; this is a pixel "
+                             "consistency model")
     try:
         if path.is_file():
             from .openai_checkpoints import CheckpointError, load_checkpoint
@@ -107,6 +121,34 @@ def load_pipeline(
     if device is not None or dtype is not None:
         pipe.to(device=device, dtype=dtype)
     return pipe
+
+
+def _load_if_latent(source: str, path: Path, looks_local: bool, **kwargs):
+    """A ``LatentEditPipeline`` if ``source`` holds a latent model (by its contents, not its name), else None."""
+    from ..latent import loading as latent
+
+    try:
+        if path.is_file():
+            if not latent.is_sd_single_file(path):
+                return None
+            return latent.load_latent_pipeline(source, single_file=True, **kwargs)
+        if path.is_dir():
+            index = latent.read_model_index(source)
+        elif looks_local:
+            return None
+        else:
+            try:
+                index = latent.read_model_index(source)
+            except (OSError, ValueError):  # offline or not a pipeline: the pixel path reports it
+                return None
+        if latent.index_kind(index) == "pixel":
+            return None
+        return latent.load_latent_pipeline(source, **kwargs)
+    except latent.LatentModelError as error:
+        raise ModelLoadError(str(error)) from None
+    except Exception as error:  # diffusers' loaders raise many types (e.g. SingleFileComponentError): one line
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"{source}: cannot load latent model ({first_line})") from error
 
 
 def _hub_error(model, source: str, error: OSError) -> str:
