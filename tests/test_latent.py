@@ -33,7 +33,7 @@ def sd_dir(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("sd")
     components = tiny_components(tmp, lcm=False, seed=1)
-    components["scheduler"] = PNDMScheduler.from_config(components["scheduler"].config)
+    components["scheduler"] = PNDMScheduler.from_config(components["scheduler"].config, steps_offset=1)
     StableDiffusionPipeline(**components, requires_safety_checker=False).save_pretrained(tmp / "base")
     return tmp / "base"
 
