@@ -55,16 +55,9 @@ def model_options(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def with_preset_schedule(*args, model=None, steps=None, timesteps=None, quiet=False, **kwargs):
-        from ..models.presets import preset_for
-
         strength = kwargs.get("strength", 1.0)
         check_strength(strength, timesteps)
-        preset = preset_for(model)
-        if preset is not None and steps is None and timesteps is None and strength == 1:
-            timesteps = list(preset.timesteps)
-            if not quiet:
-                click.echo(f"{preset.name}: timesteps {','.join(map(str, timesteps))} (the paper's 2-step schedule; "
-                           "--steps or --timesteps to change)", err=True)
+        timesteps = preset_timesteps(model, steps, timesteps, strength, quiet)
         return command(*args, model=model, steps=steps, timesteps=timesteps, quiet=quiet, **kwargs)
 
     options = [
@@ -109,6 +102,21 @@ def model_options(command: Callable) -> Callable:
     for option in reversed(options):
         decorated = option(decorated)
     return decorated
+
+
+def preset_timesteps(model: str | None, steps: int | None, timesteps: list[int] | None, strength: float = 1.0,
+                     quiet: bool = True) -> list[int] | None:
+    """``timesteps``, or for a released model with no schedule asked for (and ``strength`` 1) the paper's
+    2-step timesteps (``cmedit.models.presets``)."""
+    from ..models.presets import preset_for
+
+    preset = preset_for(model)
+    if preset is not None and steps is None and timesteps is None and strength == 1:
+        timesteps = list(preset.timesteps)
+        if not quiet:
+            click.echo(f"{preset.name}: timesteps {','.join(map(str, timesteps))} (the paper's 2-step schedule; "
+                       "--steps or --timesteps to change)", err=True)
+    return timesteps
 
 
 @contextlib.contextmanager
