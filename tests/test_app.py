@@ -1,0 +1,176 @@
+"""``cmedit app`` in a real browser: headless Chromium (Debian's package) driven by Playwright.
+
+One app (the real ``cmedit app`` command, embedded model) and one browser serve the whole module.
+A mouse stroke painted on the image is inpainted; colorize and super-resolve run through their tabs;
+a bad factor shows the library's one-line message and the app keeps serving; the API endpoints,
+called with gradio_client, write exactly the file that the CLI writes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client", reason="the app extra (gradio) is not installed")
+pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "samples"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """``cmedit app`` on a free port (the embedded 32x32 model), stopped after the module."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    process = subprocess.Popen([sys.executable, "-c", "from cmedit.cli import main; main()", "app", "--port",
+                                str(port), "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env, cwd=ROOT)
+    try:
+        line = ""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if line.startswith("cmedit app: ") or process.poll() is not None:
+                break
+        assert line.startswith("cmedit app: http://127.0.0.1:"), f"the app did not start: {line!r}"
+        yield line.split(": ", 1)[1].strip()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(app_url)
+    page.wait_for_selector("#editor canvas")
+    yield page
+    page.close()
+
+
+def load(page, path: Path) -> None:
+    """Upload an image file, as a person does with the file box; the editor then shows it."""
+    page.locator("#image-file input[type=file]").set_input_files(str(path))
+    page.locator("#image-file").get_by_text(path.name).wait_for()
+    page.wait_for_timeout(1000)  # the editor draws the new background
+
+
+def run(page, button: str, tab: str | None = None) -> np.ndarray:
+    """Click an edit's button (in its tab) and read back the chosen result's file as a uint8 array."""
+    if tab is not None:
+        page.get_by_role("tab", name=tab).click()
+    page.click(f"#{button}")
+    link = page.locator("#chosen a[download]").first
+    link.wait_for(timeout=60_000)
+    response = page.request.get(link.get_attribute("href"))
+    assert response.ok
+    return np.asarray(Image.open(io.BytesIO(response.body())).convert("RGB")).astype(int)
+
+
+def test_inpaint_a_painted_stroke(page):
+    original = np.asarray(Image.open(SAMPLES / "face.png").convert("RGB")).astype(int)
+    load(page, SAMPLES / "face.png")
+    page.locator("#editor button[aria-label=Brush]").click()
+    page.locator("#editor button[aria-label='Brush Size']").wait_for()
+    box = page.locator("#editor canvas").first.bounding_box()
+    # A horizontal stroke through the middle of the canvas, where the image is centred.
+    x0, y = box["x"] + box["width"] / 2 - 30, box["y"] + box["height"] / 2
+    page.mouse.move(x0, y)
+    page.mouse.down()
+    for k in range(1, 11):
+        page.mouse.move(x0 + 6 * k, y, steps=2)
+    page.mouse.up()
+    result = run(page, "run-inpaint")
+
+    assert result.shape == original.shape
+    changed = (result != original).any(axis=-1)
+    rows, cols = np.nonzero(changed)
+    assert changed.sum() >= 10, "nothing under the stroke changed"
+    # The stroke (radius-2 brush) lies around the middle row: everything above and below it is kept exactly.
+    assert rows.min() >= 10 and rows.max() <= 21, (rows.min(), rows.max())
+    assert not changed[:10].any() and not changed[22:].any()
+    assert changed[14:18, 13:19].mean() > 0.5  # under the stroke's centre
+
+
+def test_colorize_through_its_tab(page):
+    grey = np.asarray(Image.open(SAMPLES / "face_gray.png").convert("L")).astype(float)
+    load(page, SAMPLES / "face_gray.png")
+    result = run(page, "run-colorize", tab="Colorize")
+    assert result.shape[:2] == grey.shape
+    assert np.ptp(result, axis=-1).max() > 20, "no colour added"
+    luminance = result @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(luminance - grey).max() <= 2  # colorization keeps the grey levels (8-bit rounding)
+
+
+def test_super_resolve_and_a_bad_factor(page):
+    small = np.asarray(Image.open(SAMPLES / "face_8x8.png").convert("RGB")).astype(float)
+    load(page, SAMPLES / "face_8x8.png")
+    page.get_by_role("tab", name="Super-resolve").click()
+    factor = page.locator("#factor input")
+    factor.fill("3")
+    page.click("#run-super-resolve")
+    # The library's message, as the CLI prints it; the page stays usable.
+    page.get_by_text("factor 3 does not divide the model resolution 32").first.wait_for(timeout=30_000)
+    factor.fill("4")
+    result = run(page, "run-super-resolve")
+    assert result.shape == (32, 32, 3)
+    block_means = result.reshape(8, 4, 8, 4, 3).mean(axis=(1, 3))
+    assert np.abs(block_means - small).max() <= 1  # each 4x4 block averages to the input pixel
+
+
+def test_api_endpoints_write_what_the_cli_writes(app_url, tmp_path):
+    from click.testing import CliRunner
+
+    from cmedit.cli import main
+
+    client = gradio_client.Client(app_url, verbose=False)
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name in ("/inpaint", "/outpaint", "/colorize", "/super_resolve", "/img2img", "/generate"):
+        assert name in api
+    gallery, chosen, seed = client.predict(
+        None, gradio_client.handle_file(str(SAMPLES / "face_gray.png")), "", 0, "", 7, 2, "", 1.0,
+        api_name="/colorize")
+    assert seed == 7 and len(gallery) == 2 and Path(chosen).name == "face_gray_colorized_0.png"
+    cli_out = tmp_path / "cli" / "face_gray_colorized.png"
+    result = CliRunner().invoke(main, ["colorize", str(SAMPLES / "face_gray.png"), "--seed", "7",
+                                       "--num-samples", "2", "-o", f"{cli_out.parent}/", "--quiet"])
+    assert result.exit_code == 0, result.output
+    for k, item in enumerate(gallery):
+        cli_file = cli_out.parent / f"face_gray_colorized_{k}.png"
+        assert Path(item["image"]).read_bytes() == cli_file.read_bytes()
+
+    with pytest.raises(Exception, match="the mask is empty"):
+        black = tmp_path / "black.png"
+        Image.new("L", (32, 32)).save(black)
+        client.predict(None, gradio_client.handle_file(str(SAMPLES / "face.png")), "", 0, "", 0, 1, "",
+                       gradio_client.handle_file(str(black)), False, 1.0, 0.5, 3, api_name="/inpaint")
