@@ -102,6 +102,16 @@ def build_app(model: str | None = None, device: str = "auto", preload: bool = Fa
                     eraser=gr.Eraser(default_size=2))
                 image_file = gr.File(label="Image file (edited as it is: alpha, 16 bits, ICC profile)",
                                      file_types=["image"], type="filepath", elem_id="image-file")
+                gallery = gr.Gallery(label="Candidates (click one to choose it)", columns=4, height=220,
+                                     object_fit="contain", elem_id="candidates", interactive=False)
+                with gr.Row():
+                    chosen = gr.File(label="Chosen result (full resolution, as cmedit writes it)",
+                                     elem_id="chosen", interactive=False, scale=2)
+                    with gr.Column(scale=1):
+                        seed_used = gr.Number(label="Seed used", precision=0, interactive=False,
+                                              elem_id="seed-used")
+                        reuse_seed = gr.Button("Reuse this seed", size="sm")
+                        use_as_input = gr.Button("Use as input", size="sm", elem_id="use-as-input")
             with gr.Column(scale=2):
                 with gr.Accordion("Model and sampling", open=True):
                     model_spec = gr.Textbox(value=model or "", label="Model",
@@ -151,16 +161,6 @@ def build_app(model: str | None = None, device: str = "auto", preload: bool = Fa
                     with gr.Tab("Generate", id="generate"):
                         gr.Markdown("New samples from the model (as many as the candidates).")
                         buttons["generate"] = gr.Button("Generate", variant="primary", elem_id="run-generate")
-        with gr.Row():
-            gallery = gr.Gallery(label="Candidates", columns=4, height=320, object_fit="contain",
-                                 elem_id="candidates", interactive=False)
-            with gr.Column():
-                chosen = gr.File(label="Chosen result (full resolution, as cmedit writes it)", elem_id="chosen",
-                                 interactive=False)
-                seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="seed-used")
-                with gr.Row():
-                    reuse_seed = gr.Button("Reuse this seed")
-                    use_as_input = gr.Button("Use as input", elem_id="use-as-input")
         outputs = [gallery, chosen, seed_used, results]
 
         def inpaint(image, image_file, model, steps, timesteps, seed, candidates, class_label, mask_file,
