@@ -60,6 +60,7 @@ def browser():
 @pytest.fixture(scope="module")
 def page(browser, app_url):
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.set_default_timeout(60_000)  # a busy 2-core machine
     page.goto(app_url)
     page.wait_for_selector("#editor canvas")
     yield page
@@ -72,7 +73,7 @@ def load(page, path: Path) -> None:
     if clear.count():  # the box holds the previous image
         clear.click()
     page.locator("#image-file input[type=file]").set_input_files(str(path))
-    page.locator("#image-file").get_by_text(path.name).wait_for()
+    page.locator("#image-file").get_by_text(path.stem).first.wait_for()
     page.wait_for_timeout(1000)  # the editor draws the new background
 
 
@@ -141,6 +142,8 @@ def test_super_resolve_and_a_bad_factor(page):
     assert result.shape == (32, 32, 3)
     block_means = result.reshape(8, 4, 8, 4, 3).mean(axis=(1, 3))
     assert np.abs(block_means - small).max() <= 1  # each 4x4 block averages to the input pixel
+    page.click("#use-as-input")  # the result becomes the image to edit
+    page.locator("#image-file").get_by_text("face_8x8_x4").wait_for()  # the page shows .png apart
 
 
 def test_api_endpoints_write_what_the_cli_writes(app_url, tmp_path):
@@ -164,11 +167,53 @@ def test_api_endpoints_write_what_the_cli_writes(app_url, tmp_path):
         cli_file = cli_out.parent / f"face_gray_colorized_{k}.png"
         assert Path(item["image"]).read_bytes() == cli_file.read_bytes()
 
-    with pytest.raises(Exception, match="the mask is empty"):
-        black = tmp_path / "black.png"
-        Image.new("L", (32, 32)).save(black)
+    # Bad input: the CLI's one-line messages, and the app keeps serving.
+    black = tmp_path / "black.png"
+    Image.new("L", (32, 32)).save(black)
+    with pytest.raises(Exception, match=r"^face.png: the mask is empty \(all black\): nothing to inpaint$"):
         client.predict(None, gradio_client.handle_file(str(SAMPLES / "face.png")), "", 0, "", 0, 1, "",
                        gradio_client.handle_file(str(black)), False, 1.0, 0.5, 3, api_name="/inpaint")
+    junk = tmp_path / "notes.png"
+    junk.write_text("not a picture")
+    with pytest.raises(Exception, match=r"^notes.png: not an image file that can be read$"):
+        client.predict(None, gradio_client.handle_file(str(junk)), "", 0, "", 0, 1, "", 1.0, api_name="/colorize")
+
+
+def test_two_sessions_get_their_own_results(app_url):
+    """Two clients at once (as two browser tabs): each gets its own seed's files."""
+    clients = [gradio_client.Client(app_url, verbose=False) for _ in range(2)]
+    jobs = [client.submit(None, gradio_client.handle_file(str(SAMPLES / "face_gray.png")), "", 0, "", seed, 1, "",
+                          1.0, api_name="/colorize") for client, seed in zip(clients, (11, 12))]
+    (gallery_a, chosen_a, seed_a), (gallery_b, chosen_b, seed_b) = [job.result(timeout=120) for job in jobs]
+    assert (seed_a, seed_b) == (11, 12)
+    assert Path(chosen_a).read_bytes() != Path(chosen_b).read_bytes()
+
+
+@pytest.mark.parametrize("edit, options, size", [
+    ("outpaint", {"right": 8, "bottom": 4}, (24, 20)),
+    ("img2img", {"strength": 0.5}, (16, 16)),
+    ("generate", {}, (16, 16)),
+])
+def test_run_edit_writes_the_cli_files(model_dir, tmp_path, edit, options, size):
+    """The handlers without the page, on a tiny model: the CLI's output, byte for byte."""
+    from click.testing import CliRunner
+
+    from cmedit.app.handlers import ModelCache, Sampling, run_edit
+    from cmedit.cli import main
+
+    source = tmp_path / "in.png"
+    Image.open(SAMPLES / "face.png").resize((16, 16)).save(source)
+    paths, seed = run_edit(ModelCache("cpu"), edit, None if edit == "generate" else source,
+                           Sampling(model=str(model_dir), seed=3), out_dir=tmp_path / "app", **options)
+    assert seed == 3 and len(paths) == 1
+    with Image.open(paths[0]) as image:
+        assert image.size == size
+    flags = [f"--{key}={value}" for key, value in options.items()]
+    args = [edit] + ([] if edit == "generate" else [str(source)]) + flags
+    result = CliRunner().invoke(main, args + ["--model", str(model_dir), "--seed", "3", "-o",
+                                              str(tmp_path / "cli" / paths[0].name), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert paths[0].read_bytes() == (tmp_path / "cli" / paths[0].name).read_bytes()
 
 
 def test_cmedit_app_serves_on_localhost_and_prints_its_address(monkeypatch):
