@@ -29,6 +29,19 @@ SAMPLES = ROOT / "samples"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def restore_library_logging():
+    """Loading a model as the CLI does routes the "cmedit" logger to stderr (``show_library_notes``):
+    put it back after this module, so that later tests' ``caplog`` sees the library's warnings."""
+    import logging
+
+    library = logging.getLogger("cmedit")
+    saved = library.handlers[:], library.propagate, library.level
+    yield
+    library.handlers[:], library.propagate = saved[0], saved[1]
+    library.setLevel(saved[2])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
