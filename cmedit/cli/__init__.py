@@ -22,6 +22,7 @@ COMMANDS = {
     "train": "cmedit.cli.train:train",
     "eval": "cmedit.cli.eval:eval",
     "convert": "cmedit.cli.convert:convert",
+    "app": "cmedit.cli.app:app",
 }
 
 SHORT_HELP = {
@@ -34,6 +35,7 @@ SHORT_HELP = {
     "train": "Train a consistency model on a folder of images.",
     "eval": "Measure edit quality against classical baselines on held-out images.",
     "convert": "Convert an original OpenAI .pt checkpoint to a diffusers folder.",
+    "app": "Serve a local web page: paint a mask, pick an edit, see the candidates.",
 }
 
 

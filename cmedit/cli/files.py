@@ -95,6 +95,14 @@ def plan_jobs(inputs: list[Path], output: str | None, task: str, count: int) -> 
     return jobs
 
 
+def write_result(path: Path, result: Result, *, quality: int = 95, no_alpha: bool = False) -> None:
+    """Write one ``Result`` as the commands do: the source's bit depth, greyness and ICC profile kept."""
+    from ..io.files import write_image
+
+    write_image(path, result.rgb, None if no_alpha else result.alpha, bits=result.bits, grey=result.grey,
+                icc_profile=result.icc_profile, quality=quality)
+
+
 def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, output: str | None, overwrite: bool,
              quiet: bool, quality: int = 95, no_alpha: bool = False, max_pixels: int | None = None,
              batch_key: Callable[[object], object] | None = same_size_key, batch_size: int = 16) -> None:
@@ -106,7 +114,7 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
     that the bad file is named. An output that exists is an error for a single explicit ``-o file``
     and is skipped otherwise, unless ``--overwrite``. One bad file does not stop the others.
     """
-    from ..io.files import DEFAULT_MAX_PIXELS, check_output_path, read_image, write_image
+    from ..io.files import DEFAULT_MAX_PIXELS, check_output_path, read_image
     from ..models.loading import ModelLoadError
 
     written = skipped = failed = 0
@@ -144,8 +152,7 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
         for (job, _), candidates in zip(group, results):
             try:
                 for path, result in zip(job.outputs, candidates):
-                    write_image(path, result.rgb, None if no_alpha else result.alpha, bits=result.bits,
-                                grey=result.grey, icc_profile=result.icc_profile, quality=quality)
+                    write_result(path, result, quality=quality, no_alpha=no_alpha)
                     if not quiet:
                         click.echo(f"wrote {path}", err=True)
                 written += 1
@@ -196,11 +203,24 @@ def run_whole_image_edits(method: str, task: str, *, images, output, strength, m
     """A command whose edit is ``pipe.<method>(images, ...)`` on whole images of any size, with the
     common options (``model_options``, ``file_options``, ``--strength``); files of one size share a
     batch, outputs are named ``<image>_<task>``, colour RGB with the input's alpha kept."""
-    from .options import ModelLoader, candidate_generators, schedule_kwargs, split_candidates
+    from .options import ModelLoader
 
     jobs = plan_jobs(expand_inputs(images), output, task, num_samples)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
     seed = pipe.seed(seed)
+
+    edit = whole_image_edit(pipe, method, strength=strength, steps=steps, timesteps=timesteps, seed=seed,
+                            class_label=class_label, num_samples=num_samples)
+
+    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
+             max_pixels=max_pixels)
+
+
+def whole_image_edit(pipe: Callable, method: str, *, strength: float, steps=None, timesteps=None, seed: int = 0,
+                     class_label=None, num_samples: int = 1) -> Callable[[list], list[list[Result]]]:
+    """The edit of ``cmedit colorize`` / ``img2img``: ``pipe().<method>`` on a ``LoadedImage`` batch -> each
+    image's candidates (``Result``, colour RGB with the input's alpha kept). Used by the CLI and the web app."""
+    from .options import candidate_generators, schedule_kwargs, split_candidates
 
     def edit(batch: list) -> list[list[Result]]:
         out = getattr(pipe(), method)([loaded.rgb for loaded in batch], class_labels=class_label,
@@ -210,5 +230,4 @@ def run_whole_image_edits(method: str, task: str, *, images, output, strength, m
         return [[Result(rgb, loaded.alpha, loaded.bits, False, loaded.icc_profile) for rgb in candidates]
                 for loaded, candidates in zip(batch, split_candidates(out, len(batch)))]
 
-    run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
-             max_pixels=max_pixels)
+    return edit

@@ -3,12 +3,69 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
 from .options import (ModelLoader, candidate_generators, model_options,
                       schedule_kwargs, split_candidates, strength_option, user_errors)
+
+
+def inpaint_mask(loaded, mask_image, *, mask_name=None, resize_mask: bool = False, quiet: bool = False):
+    """The ``(H, W)`` boolean mask (True = fill) of a ``LoadedImage``: ``mask_image`` (a PIL image, white =
+    fill; resized with nearest neighbour if ``resize_mask``) or, when it is None, the image's transparent
+    pixels. Raises ``ValueError`` for a mask of the wrong size, an empty mask or nothing to fill."""
+    from PIL import Image
+
+    from ..io.tensors import masks_to_tensor
+
+    source = loaded.path
+    if mask_image is None:
+        if loaded.alpha is None:
+            raise ValueError(f"{source}: no --mask given and the image has no alpha channel to fill")
+        mask = loaded.alpha < 0.5
+    else:
+        current = mask_image
+        if current.size != loaded.size:
+            if not resize_mask:
+                raise ValueError(f"{source}: mask {mask_name} is {current.width}x{current.height} but the image "
+                                 f"is {loaded.size[0]}x{loaded.size[1]} (pass --resize-mask to resize it)")
+            current = current.resize(loaded.size, Image.NEAREST)
+        mask = masks_to_tensor(current)[0, 0].numpy() > 0.5
+    if not mask.any():
+        raise ValueError(f"{source}: the mask is empty (all black): nothing to inpaint")
+    if mask.all() and not quiet:
+        click.echo(f"{source}: the mask covers the whole image: generating a new image", err=True)
+    return mask
+
+
+def inpaint_edit(pipe: Callable, *, mask_image, mask_name=None, resize_mask: bool = False, context: float = 0.5,
+                 feather: int = 3, strength: float = 1.0, steps=None, timesteps=None, seed: int = 0,
+                 class_label=None, num_samples: int = 1, quiet: bool = False) -> Callable[[list], list[list[Result]]]:
+    """The edit of ``cmedit inpaint``: ``LoadedImage`` batch -> each image's candidates (``Result``).
+
+    ``pipe`` returns the pipeline when called (loaded on first use). Used by the CLI and the web app.
+    """
+
+    def edit(batch: list) -> list[list[Result]]:
+        import numpy as np
+
+        masks = [inpaint_mask(loaded, mask_image, mask_name=mask_name, resize_mask=resize_mask, quiet=quiet)
+                 for loaded in batch]
+        generator = candidate_generators(seed, len(batch), num_samples)
+        out = pipe().inpaint([loaded.rgb for loaded in batch], masks, context=context, feather=feather,
+                             class_labels=class_label, num_images_per_prompt=num_samples, generator=generator,
+                             output_type="np", **schedule_kwargs(steps, timesteps, strength=strength)).images
+        results = []
+        for loaded, mask, candidates in zip(batch, masks, split_candidates(out, len(batch))):
+            alpha = loaded.alpha
+            if alpha is not None and mask_image is None:
+                alpha = np.where(mask, 1.0, alpha)  # filled holes become opaque
+            results.append([Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in candidates])
+        return results
+
+    return edit
 
 
 @click.command(epilog="""\b
@@ -41,11 +98,7 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
             dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality,
             no_alpha, max_pixels) -> None:
     """Fill the masked area of each IMAGE; every pixel outside it is kept exactly."""
-    import numpy as np
-    from PIL import Image
-
     from ..io.files import DEFAULT_MAX_PIXELS, read_mask
-    from ..io.tensors import masks_to_tensor
 
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     jobs = plan_jobs(expand_inputs(images), output, "inpainted", num_samples)
@@ -56,40 +109,9 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
     seed = pipe.seed(seed)
 
-    def mask_for(loaded):
-        """The image's mask (1 = fill): --mask (resized if asked) or its transparent pixels."""
-        source = loaded.path
-        if mask_image is None:
-            if loaded.alpha is None:
-                raise ValueError(f"{source}: no --mask given and the image has no alpha channel to fill")
-            mask = loaded.alpha < 0.5
-        else:
-            current = mask_image
-            if current.size != loaded.size:
-                if not resize_mask:
-                    raise ValueError(f"{source}: mask {mask_path} is {current.width}x{current.height} but the image "
-                                     f"is {loaded.size[0]}x{loaded.size[1]} (pass --resize-mask to resize it)")
-                current = current.resize(loaded.size, Image.NEAREST)
-            mask = masks_to_tensor(current)[0, 0].numpy() > 0.5
-        if not mask.any():
-            raise ValueError(f"{source}: the mask is empty (all black): nothing to inpaint")
-        if mask.all() and not quiet:
-            click.echo(f"{source}: the mask covers the whole image: generating a new image", err=True)
-        return mask
-
-    def edit(batch: list) -> list[list[Result]]:
-        masks = [mask_for(loaded) for loaded in batch]
-        generator = candidate_generators(seed, len(batch), num_samples)
-        out = pipe().inpaint([loaded.rgb for loaded in batch], masks, context=context, feather=feather,
-                             class_labels=class_label, num_images_per_prompt=num_samples, generator=generator,
-                             output_type="np", **schedule_kwargs(steps, timesteps, strength=strength)).images
-        results = []
-        for loaded, mask, candidates in zip(batch, masks, split_candidates(out, len(batch))):
-            alpha = loaded.alpha
-            if alpha is not None and mask_image is None:
-                alpha = np.where(mask, 1.0, alpha)  # filled holes become opaque
-            results.append([Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in candidates])
-        return results
+    edit = inpaint_edit(pipe, mask_image=mask_image, mask_name=mask_path, resize_mask=resize_mask, context=context,
+                        feather=feather, strength=strength, steps=steps, timesteps=timesteps, seed=seed,
+                        class_label=class_label, num_samples=num_samples, quiet=quiet)
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
              max_pixels=max_pixels)

@@ -55,18 +55,10 @@ def model_options(command: Callable) -> Callable:
 
     @functools.wraps(command)
     def with_preset_schedule(*args, model=None, steps=None, timesteps=None, quiet=False, **kwargs):
-        from ..models.presets import preset_for
-
         remember_text_options(kwargs)
-
         strength = kwargs.get("strength", 1.0)
         check_strength(strength, timesteps)
-        preset = preset_for(model)
-        if preset is not None and steps is None and timesteps is None and strength == 1:
-            timesteps = list(preset.timesteps)
-            if not quiet:
-                click.echo(f"{preset.name}: timesteps {','.join(map(str, timesteps))} (the paper's 2-step schedule; "
-                           "--steps or --timesteps to change)", err=True)
+        timesteps = preset_timesteps(model, steps, timesteps, strength, quiet)
         return command(*args, model=model, steps=steps, timesteps=timesteps, quiet=quiet, **kwargs)
 
     options = [
@@ -152,6 +144,21 @@ def remember_text_options(kwargs: dict) -> None:
 def _text_option_values() -> dict:
     ctx = click.get_current_context(silent=True)
     return dict(ctx.meta.get(_TEXT_KEY, {})) if ctx is not None else {}
+
+
+def preset_timesteps(model: str | None, steps: int | None, timesteps: list[int] | None, strength: float = 1.0,
+                     quiet: bool = True) -> list[int] | None:
+    """``timesteps``, or for a released model with no schedule asked for (and ``strength`` 1) the paper's
+    2-step timesteps (``cmedit.models.presets``)."""
+    from ..models.presets import preset_for
+
+    preset = preset_for(model)
+    if preset is not None and steps is None and timesteps is None and strength == 1:
+        timesteps = list(preset.timesteps)
+        if not quiet:
+            click.echo(f"{preset.name}: timesteps {','.join(map(str, timesteps))} (the paper's 2-step schedule; "
+                       "--steps or --timesteps to change)", err=True)
+    return timesteps
 
 
 @contextlib.contextmanager

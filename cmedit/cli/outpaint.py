@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
 from .options import (ModelLoader, candidate_generators, model_options, schedule_kwargs, split_candidates,
                       strength_option)
+
+
+def outpaint_edit(pipe: Callable, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0, feather: int = 3,
+                  strength: float = 1.0, steps=None, timesteps=None, seed: int = 0, class_label=None,
+                  num_samples: int = 1) -> Callable[[list], list[list[Result]]]:
+    """The edit of ``cmedit outpaint``: a batch of same-size ``LoadedImage`` -> each one's candidates (``Result``).
+
+    ``pipe`` returns the pipeline when called (loaded on first use). Used by the CLI and the web app.
+    """
+
+    def edit(batch: list) -> list[list[Result]]:
+        import torch
+
+        from ..fullres.canvas import outpaint_canvas
+        from ..io.tensors import images_to_tensor
+
+        if left + right + top + bottom == 0:
+            raise ValueError("give at least one of --left, --right, --top, --bottom")
+        canvases = [outpaint_canvas(images_to_tensor(loaded.rgb), left, right, top, bottom) for loaded in batch]
+        canvas, mask = torch.cat([c for c, _ in canvases]), canvases[0][1]  # files of one size: one mask
+        out = pipe().inpaint((canvas + 1) / 2, mask, feather=feather, full_resolution=True,
+                             class_labels=class_label, num_images_per_prompt=num_samples,
+                             generator=candidate_generators(seed, len(batch), num_samples), output_type="np",
+                             **schedule_kwargs(steps, timesteps, strength=strength)).images
+        results = []
+        for loaded, candidates in zip(batch, split_candidates(out, len(batch))):
+            alpha = None
+            if loaded.alpha is not None:  # the new border is opaque
+                alpha, _ = outpaint_canvas(images_to_tensor(loaded.alpha), left, right, top, bottom)
+                alpha = ((alpha[0, 0] + 1) / 2).numpy() * (1 - mask[0, 0].numpy()) + mask[0, 0].numpy()
+            results.append([Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in candidates])
+        return results
+
+    return edit
 
 
 @click.command(epilog="""\b
@@ -34,32 +70,15 @@ def outpaint(images, left, right, top, bottom, feather, strength, output, model,
              class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality, no_alpha,
              max_pixels) -> None:
     """Extend each IMAGE by the given borders and fill them; the original pixels are kept exactly."""
-    import torch
-
-    from ..io.tensors import images_to_tensor
-    from ..fullres.canvas import outpaint_canvas
-
     if left + right + top + bottom == 0:
         raise click.UsageError("give at least one of --left, --right, --top, --bottom")
     jobs = plan_jobs(expand_inputs(images), output, "outpainted", num_samples)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
     seed = pipe.seed(seed)
 
-    def edit(batch: list) -> list[list[Result]]:
-        canvases = [outpaint_canvas(images_to_tensor(loaded.rgb), left, right, top, bottom) for loaded in batch]
-        canvas, mask = torch.cat([c for c, _ in canvases]), canvases[0][1]  # files of one size: one mask
-        out = pipe().inpaint((canvas + 1) / 2, mask, feather=feather, full_resolution=True,
-                             class_labels=class_label, num_images_per_prompt=num_samples,
-                             generator=candidate_generators(seed, len(batch), num_samples), output_type="np",
-                             **schedule_kwargs(steps, timesteps, strength=strength)).images
-        results = []
-        for loaded, candidates in zip(batch, split_candidates(out, len(batch))):
-            alpha = None
-            if loaded.alpha is not None:  # the new border is opaque
-                alpha, _ = outpaint_canvas(images_to_tensor(loaded.alpha), left, right, top, bottom)
-                alpha = ((alpha[0, 0] + 1) / 2).numpy() * (1 - mask[0, 0].numpy()) + mask[0, 0].numpy()
-            results.append([Result(rgb, alpha, loaded.bits, loaded.grey, loaded.icc_profile) for rgb in candidates])
-        return results
+    edit = outpaint_edit(pipe, left=left, right=right, top=top, bottom=bottom, feather=feather, strength=strength,
+                         steps=steps, timesteps=timesteps, seed=seed, class_label=class_label,
+                         num_samples=num_samples)
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
              max_pixels=max_pixels)

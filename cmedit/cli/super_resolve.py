@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
 from .options import (ModelLoader, candidate_generators, model_options,
                       schedule_kwargs, split_candidates, strength_option)
+
+
+def super_resolve_edit(pipe: Callable, *, factor: int = 4, also_colorize: bool = False, overlap: int | None = None,
+                       strength: float = 1.0, steps=None, timesteps=None, seed: int = 0, class_label=None,
+                       num_samples: int = 1) -> Callable[[list], list[list[Result]]]:
+    """The edit of ``cmedit super-resolve``: ``LoadedImage`` batch -> each image's candidates (``Result``).
+
+    ``pipe`` returns the pipeline when called (loaded on first use). Used by the CLI and the web app.
+    """
+
+    def edit(batch: list) -> list[list[Result]]:
+        import numpy as np
+
+        generator = candidate_generators(seed, len(batch), num_samples)
+        out = pipe().super_resolve([loaded.rgb for loaded in batch], factor=factor, colorize=also_colorize,
+                                   overlap=overlap, class_labels=class_label, num_images_per_prompt=num_samples,
+                                   generator=generator, output_type="np",
+                                   **schedule_kwargs(steps, timesteps, strength=strength)).images
+        results = []
+        for loaded, candidates in zip(batch, split_candidates(out, len(batch))):
+            alpha = loaded.alpha
+            if alpha is not None:  # transparency is not super-resolved, only enlarged
+                alpha = np.repeat(np.repeat(alpha, factor, axis=0), factor, axis=1)
+            grey = loaded.grey and not also_colorize
+            results.append([Result(rgb, alpha, loaded.bits, grey, loaded.icc_profile) for rgb in candidates])
+        return results
+
+    return edit
 
 
 @click.command(epilog="""\b
@@ -33,26 +63,13 @@ def super_resolve(images, factor, also_colorize, overlap, strength, output, mode
                   dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality,
                   no_alpha, max_pixels) -> None:
     """Upscale each IMAGE by FACTOR; averaging each FACTOR x FACTOR output block gives the input back."""
-    import numpy as np
-
     jobs = plan_jobs(expand_inputs(images), output, f"x{factor}", num_samples)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
     seed = pipe.seed(seed)
 
-    def edit(batch: list) -> list[list[Result]]:
-        generator = candidate_generators(seed, len(batch), num_samples)
-        out = pipe().super_resolve([loaded.rgb for loaded in batch], factor=factor, colorize=also_colorize,
-                                   overlap=overlap, class_labels=class_label, num_images_per_prompt=num_samples,
-                                   generator=generator, output_type="np",
-                                   **schedule_kwargs(steps, timesteps, strength=strength)).images
-        results = []
-        for loaded, candidates in zip(batch, split_candidates(out, len(batch))):
-            alpha = loaded.alpha
-            if alpha is not None:  # transparency is not super-resolved, only enlarged
-                alpha = np.repeat(np.repeat(alpha, factor, axis=0), factor, axis=1)
-            grey = loaded.grey and not also_colorize
-            results.append([Result(rgb, alpha, loaded.bits, grey, loaded.icc_profile) for rgb in candidates])
-        return results
+    edit = super_resolve_edit(pipe, factor=factor, also_colorize=also_colorize, overlap=overlap, strength=strength,
+                              steps=steps, timesteps=timesteps, seed=seed, class_label=class_label,
+                              num_samples=num_samples)
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
              max_pixels=max_pixels)
