@@ -238,7 +238,6 @@ def show_library_notes(quiet: bool) -> None:
         handler.setFormatter(logging.Formatter("note: %(message)s"))
         handler.cmedit_cli = True
         library.addHandler(handler)
-        library.propagate = False
     library.setLevel(logging.ERROR if quiet else logging.WARNING)
 
 
