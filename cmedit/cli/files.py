@@ -102,11 +102,13 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
 
     ``edit`` takes a list of ``LoadedImage`` and returns each one's results (one per candidate).
     Consecutive inputs with the same ``batch_key`` (not ``None``; by default their size, for images
-    up to ``BATCH_MAX_PIXELS``) go to one ``edit`` call, up to ``batch_size`` at a time; if such a batch fails, its files are retried one by one so
-    that the bad file is named. An output that exists is an error for a single explicit ``-o file``
-    and is skipped otherwise, unless ``--overwrite``. One bad file does not stop the others.
+    up to ``BATCH_MAX_PIXELS``) go to one ``edit`` call, up to ``batch_size`` at a time; if such a batch
+    fails, its files are retried one by one so that the bad file is named. Without ``--overwrite``
+    nothing is replaced: an input whose output exists is skipped (one "skipped" line, exit code 0),
+    before its edit or, when another process wrote the name meanwhile, at the atomic write
+    (docs/guarantees.md). One bad file does not stop the others.
     """
-    from ..io.files import DEFAULT_MAX_PIXELS, check_output_path, read_image, write_image
+    from ..io.files import DEFAULT_MAX_PIXELS, OutputExistsError, check_output_path, read_image, write_image
     from ..models.loading import ModelLoadError
 
     written = skipped = failed = 0
@@ -129,7 +131,6 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
         click.echo(f"Error: {message}", err=True)
 
     def run(group: list) -> None:
-        nonlocal written
         try:
             results = edit([loaded for _, loaded in group])
         except ModelLoadError as error:
@@ -142,22 +143,34 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
                 report(group[0][0], error)
             return
         for (job, _), candidates in zip(group, results):
+            write_job(job, candidates)
+
+    def write_job(job: Job, candidates: list[Result]) -> None:
+        nonlocal written, skipped
+        lost = False
+        for path, result in zip(job.outputs, candidates):
             try:
-                for path, result in zip(job.outputs, candidates):
-                    write_image(path, result.rgb, None if no_alpha else result.alpha, bits=result.bits,
-                                grey=result.grey, icc_profile=result.icc_profile, quality=quality)
-                    if not quiet:
-                        click.echo(f"wrote {path}", err=True)
-                written += 1
+                write_image(path, result.rgb, None if no_alpha else result.alpha, bits=result.bits,
+                            grey=result.grey, icc_profile=result.icc_profile, quality=quality, overwrite=overwrite)
+            except OutputExistsError:  # appeared while this run computed it (another run): not replaced
+                lost = True
+                if not quiet:
+                    click.echo(f"skipped {job.source}: {path} exists (--overwrite to replace)", err=True)
+                continue
             except ValueError as error:
                 report(job, error)
+                return
+            if not quiet:
+                click.echo(f"wrote {path}", err=True)
+        if lost:
+            skipped += 1
+        else:
+            written += 1
 
     group: list = []
     for job in jobs:
         existing = [path for path in job.outputs if path.exists()]
         if existing and not overwrite:
-            if is_file_target(output):
-                raise click.ClickException(f"{existing[0]}: already exists (pass --overwrite to replace it)")
             skipped += 1
             if not quiet:
                 click.echo(f"skipped {job.source}: {existing[0]} exists (--overwrite to replace)", err=True)

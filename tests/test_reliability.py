@@ -1,0 +1,159 @@
+"""Reliability under concurrency, faults and hostile input (issue 42; docs/guarantees.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from cmedit.cli import main
+from cmedit.io import files as io_files
+from conftest import RESOLUTION, tiny_scheduler, tiny_unet
+
+R = RESOLUTION
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, **kwargs):
+    return CliRunner().invoke(main, [str(a) for a in args], **kwargs)
+
+
+def image(path: Path, seed: int = 0, size: tuple[int, int] = (R, R)) -> Path:
+    rng = np.random.RandomState(seed)
+    Image.fromarray(rng.randint(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+# A cmedit process whose writes wait until every process of the race has reached its write (a barrier of
+# files), so that both have passed the "output exists?" check before either writes.
+RACER = """
+import os, sys, time
+from pathlib import Path
+import cmedit.io.files as files
+barrier, me, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+original = files.write_image
+def write_image(*args, **kwargs):
+    (barrier / me).touch()
+    deadline = time.time() + 60
+    while len(list(barrier.iterdir())) < n and time.time() < deadline:
+        time.sleep(0.02)
+    return original(*args, **kwargs)
+files.write_image = write_image
+from cmedit.cli import main
+main(sys.argv[4:], prog_name="cmedit")
+"""
+
+
+def race(tmp_path: Path, commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    processes = [subprocess.Popen([sys.executable, "-c", RACER, str(barrier), str(i), str(len(commands)),
+                                   *map(str, command)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env=env) for i, command in enumerate(commands)]
+    results = []
+    for process in processes:
+        out, err = process.communicate(timeout=120)
+        results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
+    return results
+
+
+def test_two_processes_writing_one_output_never_replace_each_other(tmp_path, model_dir):
+    source = image(tmp_path / "in.png")
+    out = tmp_path / "same.png"
+    results = race(tmp_path, [["colorize", source, "--model", model_dir, "--steps", 1, "--seed", seed, "-o", out]
+                              for seed in (1, 2)])
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+    wrote = [result for result in results if f"wrote {out}" in result.stderr]
+    lost = [result for result in results if f"{out} exists" in result.stderr]
+    assert len(wrote) == 1 and len(lost) == 1, [r.stderr for r in results]
+    assert Image.open(out).size == (R, R)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["barrier", "in.png", "same.png"]  # no temporaries left
+
+
+def test_existing_outputs_one_rule_skipped_with_exit_0_and_never_replaced(tmp_path, model_dir):
+    source = image(tmp_path / "in.png")
+    explicit = tmp_path / "explicit.png"
+    explicit.write_bytes(b"mine")
+    result = run("colorize", source, "--model", model_dir, "--steps", 1, "-o", explicit)
+    assert result.exit_code == 0 and f"skipped {source}: {explicit} exists" in result.stderr
+    assert explicit.read_bytes() == b"mine"
+    derived = tmp_path / "out"
+    derived.mkdir()
+    (derived / "in_colorized.png").write_bytes(b"mine")
+    result = run("colorize", source, "--model", model_dir, "--steps", 1, "-o", f"{derived}/")
+    assert result.exit_code == 0 and "exists" in result.stderr
+    assert (derived / "in_colorized.png").read_bytes() == b"mine"
+    assert run("colorize", source, "--model", model_dir, "--steps", 1, "-q", "-o", explicit,
+               "--overwrite").exit_code == 0
+    assert Image.open(explicit).size == (R, R)
+
+
+def test_generate_twice_into_one_folder_adds_files(tmp_path, model_dir):
+    folder = tmp_path / "gen"
+    args = ("generate", "--model", model_dir, "--steps", 1, "--seed", 0, "-q", "-n", 2, "-o", f"{folder}/")
+    assert run(*args).exit_code == 0
+    first = {p.name: p.read_bytes() for p in folder.iterdir()}
+    (folder / "0007.png").write_bytes(b"kept")  # numbering continues after the highest number
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["0000.png", "0001.png", "0007.png", "0008.png", "0009.png"]
+    assert all((folder / name).read_bytes() == data for name, data in first.items())
+    assert (folder / "0007.png").read_bytes() == b"kept"
+    one = tmp_path / "one.png"
+    one.write_bytes(b"kept")
+    result = run("generate", "--model", model_dir, "--steps", 1, "-o", one)
+    assert result.exit_code == 0 and "skipped" in result.stderr and one.read_bytes() == b"kept"
+
+
+def test_generate_takes_the_next_number_when_another_run_takes_one_meanwhile(tmp_path, model_dir, monkeypatch):
+    folder = tmp_path / "gen"
+    original = io_files.write_image
+    taken = []
+
+    def racing(path, *args, **kwargs):  # another process writes this name just before us, once
+        if not taken:
+            taken.append(path)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_bytes(b"other")
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(io_files, "write_image", racing)
+    result = run("generate", "--model", model_dir, "--steps", 1, "--seed", 0, "-q", "-n", 2, "-o", f"{folder}/")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["0000.png", "0001.png", "0002.png"]
+    assert (folder / "0000.png").read_bytes() == b"other"
+
+
+def test_failing_temporary_file_is_one_error_line_and_the_batch_goes_on(tmp_path, model_dir, monkeypatch):
+    for i in range(3):
+        image(tmp_path / f"in{i}.png", seed=i)
+    out = tmp_path / "out"
+    real_open = open
+
+    def no_inodes(file, mode="r", *args, **kwargs):  # the folder runs out of inodes for one file
+        if "xb" in str(mode) and "in1_colorized" in str(file):
+            raise OSError(28, "No space left on device")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", no_inodes)
+    result = run("colorize", *(tmp_path / f"in{i}.png" for i in range(3)), "--model", model_dir, "--steps", 1,
+                 "-o", f"{out}/")
+    monkeypatch.undo()
+    assert result.exit_code == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "in1_colorized.png: cannot write (No space left on device)" in errors[0]
+    assert "Traceback" not in result.stderr and "2 done, 0 skipped, 1 failed" in result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["in0_colorized.png", "in2_colorized.png"]
