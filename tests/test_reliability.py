@@ -34,38 +34,39 @@ def image(path: Path, seed: int = 0, size: tuple[int, int] = (R, R)) -> Path:
     return path
 
 
-# A cmedit process whose writes wait until every process of the race has reached its write (a barrier of
-# files), so that both have passed the "output exists?" check before either writes.
-RACER = """
-import os, sys, time
-from pathlib import Path
-import cmedit.io.files as files
-barrier, me, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-original = files.write_image
-def write_image(*args, **kwargs):
-    (barrier / me).touch()
-    deadline = time.time() + 60
-    while len(list(barrier.iterdir())) < n and time.time() < deadline:
-        time.sleep(0.02)
-    return original(*args, **kwargs)
-files.write_image = write_image
-from cmedit.cli import main
-main(sys.argv[4:], prog_name="cmedit")
-"""
+def _racer(barrier: Path, me: int, n: int, args: list[str], results) -> None:
+    """A forked cmedit process whose write waits until every process of the race has reached its write
+    (a barrier of files), so that all have passed the "output exists?" check before any writes."""
+    original = io_files.write_image
+
+    def write_image(*a, **k):
+        (barrier / str(me)).touch()
+        deadline = time.time() + 60
+        while len(list(barrier.iterdir())) < n and time.time() < deadline:
+            time.sleep(0.01)
+        return original(*a, **k)
+
+    io_files.write_image = write_image
+    result = CliRunner().invoke(main, args)
+    results.put((me, result.exit_code, result.stderr))
 
 
-def race(tmp_path: Path, commands: list[list[str]]) -> list[subprocess.CompletedProcess]:
+def race(tmp_path: Path, commands: list[list]) -> list[tuple[int, str]]:
+    """Run the commands in concurrent processes (forked: two real processes, without a second torch import)."""
+    import multiprocessing
+
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    processes = [subprocess.Popen([sys.executable, "-c", RACER, str(barrier), str(i), str(len(commands)),
-                                   *map(str, command)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=env) for i, command in enumerate(commands)]
-    results = []
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    processes = [context.Process(target=_racer, args=(barrier, i, len(commands), [str(a) for a in command], results))
+                 for i, command in enumerate(commands)]
     for process in processes:
-        out, err = process.communicate(timeout=120)
-        results.append(subprocess.CompletedProcess(process.args, process.returncode, out, err))
-    return results
+        process.start()
+    collected = sorted(results.get(timeout=120) for _ in processes)
+    for process in processes:
+        process.join(timeout=60)
+    return [(code, stderr) for _, code, stderr in collected]
 
 
 def test_two_processes_writing_one_output_never_replace_each_other(tmp_path, model_dir):
@@ -73,12 +74,11 @@ def test_two_processes_writing_one_output_never_replace_each_other(tmp_path, mod
     out = tmp_path / "same.png"
     results = race(tmp_path, [["colorize", source, "--model", model_dir, "--steps", 1, "--seed", seed, "-o", out]
                               for seed in (1, 2)])
-    for result in results:
-        assert result.returncode == 0, result.stderr
-        assert "Traceback" not in result.stderr
-    wrote = [result for result in results if f"wrote {out}" in result.stderr]
-    lost = [result for result in results if f"{out} exists" in result.stderr]
-    assert len(wrote) == 1 and len(lost) == 1, [r.stderr for r in results]
+    for code, stderr in results:
+        assert code == 0 and "Traceback" not in stderr, stderr
+    wrote = [stderr for _, stderr in results if f"wrote {out}" in stderr]
+    lost = [stderr for _, stderr in results if f"{out} exists" in stderr]
+    assert len(wrote) == 1 and len(lost) == 1, results
     assert Image.open(out).size == (R, R)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["barrier", "in.png", "same.png"]  # no temporaries left
 
