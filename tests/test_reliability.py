@@ -157,3 +157,46 @@ def test_failing_temporary_file_is_one_error_line_and_the_batch_goes_on(tmp_path
     assert len(errors) == 1 and "in1_colorized.png: cannot write (No space left on device)" in errors[0]
     assert "Traceback" not in result.stderr and "2 done, 0 skipped, 1 failed" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["in0_colorized.png", "in2_colorized.png"]
+
+
+def _interrupted(signum: int, args: list[str], results) -> None:
+    """In a forked process: send ``signum`` to oneself while the output's temporary file is being written."""
+    def fsync(fd):
+        os.kill(os.getpid(), signum)
+        time.sleep(5)  # the handler interrupts this
+
+    os.fsync = fsync
+    result = CliRunner().invoke(main, args)
+    results.put((result.exit_code, result.stderr))
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_sigint_and_sigterm_mid_write_leave_nothing_and_exit_128_plus_signal(tmp_path, model_dir, signum, code):
+    import multiprocessing
+
+    source = image(tmp_path / "in.png")
+    out = tmp_path / "out"
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    args = ["colorize", str(source), "--model", str(model_dir), "--steps", "1", "-q", "-o", f"{out}/"]
+    process = context.Process(target=_interrupted, args=(signum, args, results))
+    process.start()
+    exit_code, stderr = results.get(timeout=60)
+    process.join(timeout=30)
+    assert exit_code == code and "Traceback" not in stderr, stderr
+    assert list(out.iterdir()) == []  # neither the output nor its temporary file
+
+
+def test_stale_temporaries_of_dead_runs_are_removed_on_the_next_run(tmp_path, model_dir):
+    finished = subprocess.Popen([sys.executable, "-c", ""])
+    finished.wait()  # its pid is free now
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f".cmedit-{finished.pid}-0badf00d.in_colorized.png.tmp"
+    alive = out / f".cmedit-{os.getppid()}-0badf00d.x.png.tmp"  # a running process's: kept
+    foreign = out / ".in_colorized.png.tmp"  # not cmedit's naming: kept
+    for path in (stale, alive, foreign):
+        path.write_bytes(b"")
+    result = run("colorize", image(tmp_path / "in.png"), "--model", model_dir, "--steps", 1, "-q", "-o", f"{out}/")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == sorted([alive.name, foreign.name, "in_colorized.png"])
