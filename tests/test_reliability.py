@@ -200,3 +200,77 @@ def test_stale_temporaries_of_dead_runs_are_removed_on_the_next_run(tmp_path, mo
     result = run("colorize", image(tmp_path / "in.png"), "--model", model_dir, "--steps", 1, "-q", "-o", f"{out}/")
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == sorted([alive.name, foreign.name, "in_colorized.png"])
+
+
+@pytest.fixture(scope="module")
+def config_folder(tmp_path_factory):
+    """A tiny model folder to copy and corrupt."""
+    from cmedit import ConsistencyEditPipeline
+
+    path = tmp_path_factory.mktemp("configs") / "model"
+    ConsistencyEditPipeline(unet=tiny_unet(), scheduler=tiny_scheduler()).save_pretrained(path)
+    return path
+
+
+def corrupted(source: Path, target: Path, file: str, key: str, value) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    config = json.loads((target / file).read_text())
+    config[key] = value
+    (target / file).write_text(json.dumps(config))
+    return target
+
+
+@pytest.mark.parametrize("file,key,value,shown", [
+    ("unet/config.json", "sample_size", 100000, "sample_size 100000"),
+    ("unet/config.json", "sample_size", 0, "sample_size 0"),
+    ("unet/config.json", "sample_size", -32, "sample_size -32"),
+    ("unet/config.json", "sample_size", "32", "sample_size '32'"),
+    ("unet/config.json", "sample_size", 33, "sample_size 33"),  # the tiny UNet halves once: 33 is odd
+    ("scheduler/scheduler_config.json", "num_train_timesteps", 1e9, "num_train_timesteps 1000000000.0"),
+    ("scheduler/scheduler_config.json", "num_train_timesteps", 10**9, "num_train_timesteps 1000000000"),
+    ("scheduler/scheduler_config.json", "sigma_max", float("nan"), "sigma_max nan"),
+    ("model_index.json", "_class_name", "StableDiffusionPipeline", "_class_name 'StableDiffusionPipeline'"),
+])
+def test_model_folder_config_refused_at_load_naming_file_and_value(tmp_path, config_folder, file, key, value, shown):
+    from cmedit.models.loading import ModelLoadError, load_pipeline
+
+    bad = corrupted(config_folder, tmp_path / "bad", file, key, value)
+    with pytest.raises(ModelLoadError) as error:
+        load_pipeline(bad)
+    assert str(bad / file) in str(error.value) and shown in str(error.value)
+
+
+def test_bad_model_config_is_one_error_line_in_the_cli(tmp_path, config_folder):
+    bad = corrupted(config_folder, tmp_path / "bad", "unet/config.json", "sample_size", 100000)
+    result = run("colorize", image(tmp_path / "in.png"), "--model", bad, "-o", tmp_path / "o.png")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: ") and "sample_size 100000" in result.stderr
+    assert not (tmp_path / "o.png").exists()
+
+
+@pytest.fixture(scope="module")
+def nan_model(tmp_path_factory):
+    from cmedit import ConsistencyEditPipeline
+
+    unet = tiny_unet()
+    with torch.no_grad():
+        unet.conv_out.weight.fill_(float("nan"))
+    path = tmp_path_factory.mktemp("nan") / "model"
+    ConsistencyEditPipeline(unet=unet, scheduler=tiny_scheduler()).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("command", [["inpaint", "--mask", "{mask}"], ["generate"]])
+def test_non_finite_network_output_is_an_error_and_nothing_is_written(tmp_path, nan_model, command):
+    mask = np.zeros((R, R), np.uint8)
+    mask[4:9, 4:9] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    args = [a.format(mask=tmp_path / "m.png") for a in command]
+    if command[0] != "generate":
+        args.append(image(tmp_path / "in.png"))
+    result = run(*args, "--model", nan_model, "--steps", 2, "--seed", 0, "-q", "-o", tmp_path / "o.png")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "not finite (NaN or inf)" in result.stderr
+    assert not (tmp_path / "o.png").exists()
