@@ -274,3 +274,19 @@ def test_non_finite_network_output_is_an_error_and_nothing_is_written(tmp_path, 
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "not finite (NaN or inf)" in result.stderr
     assert not (tmp_path / "o.png").exists()
+
+
+def test_max_pixels_lifts_pillows_own_limit(tmp_path, monkeypatch):
+    from cmedit.io.files import ImageReadError, read_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow's limit, scaled down: it refuses > 2,000
+    path = image(tmp_path / "big.png", size=(60, 50))  # 3,000 pixels
+    assert read_image(path, max_pixels=5000).size == (60, 50)
+    with pytest.raises(ImageReadError, match="more than 2,999 pixels"):
+        read_image(path, max_pixels=2999)
+    assert Image.MAX_IMAGE_PIXELS == 1000  # restored
+    deep = tmp_path / "deep.png"  # 16-bit colour: read by OpenCV, its orientation by Pillow
+    import cv2
+
+    cv2.imwrite(str(deep), np.full((50, 60, 3), 40000, np.uint16))
+    assert read_image(deep, max_pixels=5000).bits == 16

@@ -7,11 +7,13 @@ Writing picks the format from the file extension and never leaves a partial file
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -74,7 +76,7 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     if path.is_dir():
         raise ImageReadError(f"{path}: is a directory, not an image")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _pillow_limit(max_pixels):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
             if image.width * image.height > max_pixels:
@@ -93,6 +95,18 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageReadError(f"{path}: cannot read image ({str(error).splitlines()[0] if str(error) else error!r})"
                              ) from None
+
+
+@contextlib.contextmanager
+def _pillow_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's own decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) set to ``max_pixels`` while a
+    file is opened and decoded, so that ``--max-pixels`` is the one limit (both ways); restored after."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -135,7 +149,9 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     icc = image.info.get("icc_profile")
     deep = _read_16bit_colour(path) if image.mode in ("RGB", "RGBA") else None
     if deep is not None:
-        deep = _orient(deep, Image.open(path).getexif().get(0x0112, 1))
+        with _pillow_limit(max_pixels):
+            orientation = Image.open(path).getexif().get(0x0112, 1)
+        deep = _orient(deep, orientation)
         values = deep.astype(np.float32) / 65535.0
         rgb, alpha = values[..., :3], values[..., 3] if values.shape[2] == 4 else None
         return LoadedImage(path, np.ascontiguousarray(rgb), alpha, 16, False, icc)
