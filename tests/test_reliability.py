@@ -290,3 +290,22 @@ def test_max_pixels_lifts_pillows_own_limit(tmp_path, monkeypatch):
 
     cv2.imwrite(str(deep), np.full((50, 60, 3), 40000, np.uint16))
     assert read_image(deep, max_pixels=5000).bits == 16
+
+
+@pytest.mark.parametrize("name,options", [("anim.gif", {}), ("anim.png", {}), ("pages.tif", {})])
+def test_several_frames_warn_that_the_first_is_used(tmp_path, model_dir, name, options):
+    frames = [Image.fromarray(np.full((R, R, 3), value, np.uint8)) for value in (10, 200, 90)]
+    frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], **options)
+    result = run("colorize", tmp_path / name, "--model", model_dir, "--steps", 1, "-q", "-o", tmp_path / "o.png")
+    assert result.exit_code == 0, result.output
+    assert f"{tmp_path / name}: has 3 frames (animated or multi-page); only the first is used" in result.stderr
+
+
+def test_dangling_symlink_output_is_refused_and_left_alone(tmp_path, model_dir):
+    link = tmp_path / "o.png"
+    link.symlink_to(tmp_path / "missing" / "target.png")
+    for extra in ([], ["--overwrite"]):
+        result = run("colorize", image(tmp_path / "in.png"), "--model", model_dir, "--steps", 1, "-q", "-o", link,
+                     *extra)
+        assert result.exit_code == 1 and "is a symbolic link to a missing file" in result.stderr
+        assert link.is_symlink() and not (tmp_path / "missing").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import warnings
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..core.operators import LUMINANCE
+
+logger = logging.getLogger(__name__)
 
 # Refuse larger images unless asked (decompression bombs; a 8000 x 8000 photo is 64 MP).
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -84,6 +87,10 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
                                      "(raise the limit with --max-pixels if you trust this file)")
             if image.width == 0 or image.height == 0:
                 raise ImageReadError(f"{path}: image has zero size")
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:  # animated GIF / PNG / WebP, multi-page TIFF
+                logger.warning("Warning: %s: has %d frames (animated or multi-page); only the first is used",
+                               path, frames)
             image.load()
             return ImageOps.exif_transpose(image)
     except ImageReadError:
