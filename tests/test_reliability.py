@@ -309,3 +309,32 @@ def test_dangling_symlink_output_is_refused_and_left_alone(tmp_path, model_dir):
                      *extra)
         assert result.exit_code == 1 and "is a symbolic link to a missing file" in result.stderr
         assert link.is_symlink() and not (tmp_path / "missing").exists()
+
+
+def test_convert_overwrite_that_fails_midway_leaves_the_old_folder_whole(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from test_checkpoints import HEAD_CHANNELS, SIZE, save_checkpoint
+
+    path, _, _ = save_checkpoint(tmp_path)
+    out = tmp_path / "out"
+    args = ["convert", str(path), str(out), "--resolution", str(SIZE), "--num-head-channels", str(HEAD_CHANNELS),
+            "-q"]
+    assert run(*args).exit_code == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    from diffusers import DiffusionPipeline
+
+    original = DiffusionPipeline.save_pretrained
+
+    def disk_full(self, folder, *a, **k):  # the configs are written, then the weights fail
+        (Path(folder) / "unet").mkdir(parents=True)
+        (Path(folder) / "unet" / "config.json").write_text("{}")
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(DiffusionPipeline, "save_pretrained", disk_full)
+    result = run(*args, "--overwrite")
+    assert result.exit_code == 1 and "No space left on device" in result.stderr and "Traceback" not in result.output
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.pt"]  # no temporary folder left
+    monkeypatch.setattr(DiffusionPipeline, "save_pretrained", original)
+    assert run(*args, "--overwrite").exit_code == 0

@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,9 +271,11 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
         if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
             continue
         try:
-            if entry.is_symlink() or entry.is_file():
+            if entry.is_dir() and not entry.is_symlink():  # a folder being written (cmedit convert)
+                shutil.rmtree(entry)
+            else:
                 entry.unlink()
-                removed.append(entry)
+            removed.append(entry)
         except OSError:
             pass
     return removed
