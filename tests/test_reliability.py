@@ -338,3 +338,54 @@ def test_convert_overwrite_that_fails_midway_leaves_the_old_folder_whole(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.pt"]  # no temporary folder left
     monkeypatch.setattr(DiffusionPipeline, "save_pretrained", original)
     assert run(*args, "--overwrite").exit_code == 0
+
+
+def _limited(args: list[str], headroom: int, results) -> None:
+    """In a forked process: the CLI with at most ``headroom`` bytes of address space more than now."""
+    import resource
+
+    size = int(next(line for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("VmSize")).split()[1]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (size + headroom, resource.RLIM_INFINITY))
+    try:
+        result = CliRunner().invoke(main, args)
+        results.put((result.exit_code, result.stderr, repr(result.exception)))
+    except BaseException as error:  # noqa: BLE001 - reported to the test
+        results.put((-1, "", repr(error)))
+
+
+def run_limited(*args, headroom: int = 1 << 30) -> tuple[int, str, str]:
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    process = context.Process(target=_limited, args=([str(a) for a in args], headroom, results))
+    process.start()
+    try:
+        return results.get(timeout=120)
+    finally:
+        process.join(timeout=30)
+
+
+@pytest.mark.parametrize("case", ["elongated inpaint", "outpaint 1e9", "super-resolve", "candidates"])
+def test_oversized_full_resolution_buffers_refused_up_front_within_1_gb(tmp_path, model_dir, case):
+    out = tmp_path / "o.png"
+    if case == "elongated inpaint":  # 20000 x 32, right half masked: a 20000 x 20000 crop window (4.8 GB)
+        image(tmp_path / "in.png", size=(20000, 32))
+        mask = np.zeros((32, 20000), np.uint8)
+        mask[:, 10000:] = 255
+        Image.fromarray(mask).save(tmp_path / "m.png")
+        args = ["inpaint", "--mask", tmp_path / "m.png", tmp_path / "in.png"]
+        message = "the crop window around the masked region of 20000x20000 pixels exceeds the limit of 64,000,000"
+    elif case == "outpaint 1e9":
+        args = ["outpaint", "--right", 10**9, image(tmp_path / "in.png")]
+        message = f"the outpainted canvas of {10**9 + R}x{R} pixels exceeds the limit"
+    elif case == "super-resolve":  # 8000 x 8000 output x 4 candidates
+        args = ["super-resolve", "--factor", 16, "--num-samples", 4, image(tmp_path / "in.png", size=(500, 500))]
+        message = "the x16 result of 8000x8000 pixels x 4 candidates exceeds the limit"
+    else:
+        args = ["colorize", "--num-samples", 3, "--max-pixels", 500_000, image(tmp_path / "in.png", size=(500, 400))]
+        message = "the result of 500x400 pixels x 3 candidates exceeds the limit of 500,000"
+    code, stderr, exception = run_limited(*args, "--model", model_dir, "--steps", 1, "-q", "-o", out)
+    assert code == 1 and message in stderr, (code, stderr, exception)
+    assert "Traceback" not in stderr and stderr.count("Error:") == 1 and not out.exists()

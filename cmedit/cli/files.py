@@ -216,6 +216,12 @@ def run_whole_image_edits(method: str, task: str, *, images, output, strength, m
     seed = pipe.seed(seed)
 
     def edit(batch: list) -> list[list[Result]]:
+        from ..fullres.budget import check_pixels
+        from ..io.files import DEFAULT_MAX_PIXELS
+
+        for loaded in batch:  # the full-size copies of every candidate, refused up front
+            check_pixels(f"{loaded.path}: the result", *loaded.rgb.shape[:2], num_samples,
+                         max_pixels or DEFAULT_MAX_PIXELS)
         out = getattr(pipe(), method)([loaded.rgb for loaded in batch], class_labels=class_label,
                                       num_images_per_prompt=num_samples,
                                       generator=candidate_generators(seed, len(batch), num_samples),

@@ -79,6 +79,14 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
 
     def edit(batch: list) -> list[list[Result]]:
         masks = [mask_for(loaded) for loaded in batch]
+        for loaded, mask in zip(batch, masks):  # crop windows' memory, refused up front (cmedit.fullres.budget)
+            if max(loaded.rgb.shape[:2]) > pipe().resolution:
+                from ..fullres.budget import check_pixels, largest_crop_window
+
+                side = largest_crop_window(mask, context=context, min_crop_size=pipe().resolution)
+                check_pixels(f"{loaded.path}: the crop window around the masked region", side, side, num_samples,
+                             max_pixels)
+                check_pixels(f"{loaded.path}: the result", *loaded.rgb.shape[:2], num_samples, max_pixels)
         generator = candidate_generators(seed, len(batch), num_samples)
         out = pipe().inpaint([loaded.rgb for loaded in batch], masks, context=context, feather=feather,
                              class_labels=class_label, num_images_per_prompt=num_samples, generator=generator,

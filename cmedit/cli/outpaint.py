@@ -36,8 +36,10 @@ def outpaint(images, left, right, top, bottom, feather, strength, output, model,
     """Extend each IMAGE by the given borders and fill them; the original pixels are kept exactly."""
     import torch
 
-    from ..io.tensors import images_to_tensor
+    from ..fullres.budget import check_pixels, outpaint_window
     from ..fullres.canvas import outpaint_canvas
+    from ..io.files import DEFAULT_MAX_PIXELS
+    from ..io.tensors import images_to_tensor
 
     if left + right + top + bottom == 0:
         raise click.UsageError("give at least one of --left, --right, --top, --bottom")
@@ -46,6 +48,14 @@ def outpaint(images, left, right, top, bottom, feather, strength, output, model,
     seed = pipe.seed(seed)
 
     def edit(batch: list) -> list[list[Result]]:
+        limit = max_pixels or DEFAULT_MAX_PIXELS
+        for loaded in batch:  # the canvas and its window, refused up front (cmedit.fullres.budget)
+            height, width = loaded.rgb.shape[:2]
+            check_pixels(f"{loaded.path}: the outpainted canvas", height + top + bottom, width + left + right,
+                         num_samples, limit)
+            check_pixels(f"{loaded.path}: the square window that edits the canvas",
+                         *outpaint_window(height, width, left, right, top, bottom, pipe().resolution), num_samples,
+                         limit)
         canvases = [outpaint_canvas(images_to_tensor(loaded.rgb), left, right, top, bottom) for loaded in batch]
         canvas, mask = torch.cat([c for c, _ in canvases]), canvases[0][1]  # files of one size: one mask
         out = pipe().inpaint((canvas + 1) / 2, mask, feather=feather, full_resolution=True,

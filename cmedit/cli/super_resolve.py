@@ -40,6 +40,12 @@ def super_resolve(images, factor, also_colorize, overlap, strength, output, mode
     seed = pipe.seed(seed)
 
     def edit(batch: list) -> list[list[Result]]:
+        from ..fullres.budget import check_pixels
+        from ..io.files import DEFAULT_MAX_PIXELS
+
+        for loaded in batch:  # the outputs' memory, refused up front
+            check_pixels(f"{loaded.path}: the x{factor} result", loaded.rgb.shape[0] * factor,
+                         loaded.rgb.shape[1] * factor, num_samples, max_pixels or DEFAULT_MAX_PIXELS)
         generator = candidate_generators(seed, len(batch), num_samples)
         out = pipe().super_resolve([loaded.rgb for loaded in batch], factor=factor, colorize=also_colorize,
                                    overlap=overlap, class_labels=class_label, num_images_per_prompt=num_samples,
