@@ -102,7 +102,8 @@ def model_options(command: Callable) -> Callable:
         click.option("--max-batch", type=click.IntRange(min=0), default=64, show_default=True, metavar="N",
                      help="Run the network on at most N images at a time (crops, tiles, candidates and files "
                           "share a batch; 0: no bound): lower it when memory runs out; results do not change."),
-        click.option("--overwrite", is_flag=True, help="Replace output files that already exist."),
+        click.option("--overwrite", is_flag=True, help="Replace output files that already exist (without it an "
+                     "existing output is skipped, never replaced; see docs/guarantees.md)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages on stderr."),
     ]
     decorated = with_preset_schedule
