@@ -107,10 +107,11 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
 
 @contextlib.contextmanager
 def _pillow_limit(max_pixels: int) -> Iterator[None]:
-    """Pillow's own decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) set to ``max_pixels`` while a
-    file is opened and decoded, so that ``--max-pixels`` is the one limit (both ways); restored after."""
+    """Pillow's own decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) off while a file is opened and
+    decoded: ``_open`` checks ``max_pixels`` itself right after the header is read, before any pixel is
+    decoded, so ``--max-pixels`` is the one limit, both ways. Restored after."""
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    Image.MAX_IMAGE_PIXELS = None
     try:
         yield
     finally:
