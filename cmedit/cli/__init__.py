@@ -66,7 +66,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            click.echo("Interrupted: nothing half-written is left behind.", err=True)
+            click.echo("Interrupted.", err=True)
             sys.exit(128 + (received[0] if received else signal.SIGINT))
         finally:
             if previous is not None:
