@@ -389,3 +389,18 @@ def test_oversized_full_resolution_buffers_refused_up_front_within_1_gb(tmp_path
     code, stderr, exception = run_limited(*args, "--model", model_dir, "--steps", 1, "-q", "-o", out)
     assert code == 1 and message in stderr, (code, stderr, exception)
     assert "Traceback" not in stderr and stderr.count("Error:") == 1 and not out.exists()
+
+
+def test_without_hard_links_the_write_still_never_replaces(tmp_path, monkeypatch):
+    from cmedit.io.files import _link_no_clobber, write_image
+
+    def no_links(*args, **kwargs):  # FAT, some network shares
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    write_image(tmp_path / "a.png", np.zeros((4, 4, 3)))  # the exclusive-create fallback
+    assert (np.asarray(Image.open(tmp_path / "a.png")) == 0).all()
+    (tmp_path / "late.tmp").write_bytes(b"late")  # a finished file that lost the race for the name
+    with pytest.raises(FileExistsError):
+        _link_no_clobber(tmp_path / "late.tmp", tmp_path / "a.png")
+    assert (np.asarray(Image.open(tmp_path / "a.png")) == 0).all()
