@@ -296,9 +296,9 @@ def test_max_pixels_lifts_pillows_own_limit(tmp_path, monkeypatch):
 def test_several_frames_warn_that_the_first_is_used(tmp_path, model_dir, name, options):
     frames = [Image.fromarray(np.full((R, R, 3), value, np.uint8)) for value in (10, 200, 90)]
     frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], **options)
-    result = run("colorize", tmp_path / name, "--model", model_dir, "--steps", 1, "-q", "-o", tmp_path / "o.png")
+    result = run("colorize", tmp_path / name, "--model", model_dir, "--steps", 1, "-o", tmp_path / "o.png")
     assert result.exit_code == 0, result.output
-    assert f"{tmp_path / name}: has 3 frames (animated or multi-page); only the first is used" in result.stderr
+    assert f"note: {tmp_path / name}: has 3 frames (animated or multi-page); only the first is used" in result.stderr
 
 
 def test_dangling_symlink_output_is_refused_and_left_alone(tmp_path, model_dir):

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import signal
 import sys
 
@@ -61,7 +60,6 @@ class LazyGroup(click.Group):
             received.append(signum)
             raise KeyboardInterrupt
 
-        _log_to_stderr()
         previous = _set_handler(signal.SIGTERM, terminate)
         try:
             return super().invoke(ctx)
@@ -75,19 +73,6 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, SHORT_HELP[name]) for name in COMMANDS])
-
-
-class _EchoHandler(logging.Handler):
-    """The library's warnings (``logging``) as lines on the command's stderr."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        click.echo(self.format(record), err=True)
-
-
-def _log_to_stderr() -> None:
-    package = logging.getLogger("cmedit")
-    if not any(isinstance(handler, _EchoHandler) for handler in package.handlers):
-        package.addHandler(_EchoHandler(logging.WARNING))
 
 
 def _set_handler(signum: int, handler):

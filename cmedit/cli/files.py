@@ -110,7 +110,9 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
     """
     from ..io.files import DEFAULT_MAX_PIXELS, OutputExistsError, check_output_path, read_image, write_image
     from ..models.loading import ModelLoadError
+    from .options import show_library_notes
 
+    show_library_notes(quiet)  # the readers' warnings (several frames) from the first file on
     written = skipped = failed = 0
     for job in jobs:
         with user_errors():

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
-from .options import (ModelLoader, candidate_generators, model_options,
+from .options import (ModelLoader, candidate_generators, model_options, show_library_notes,
                       schedule_kwargs, split_candidates, strength_option, user_errors)
 
 
@@ -51,6 +51,7 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
     jobs = plan_jobs(expand_inputs(images), output, "inpainted", num_samples)
     mask_image = None
     if mask_path is not None:
+        show_library_notes(quiet)
         with user_errors():
             mask_image = read_mask(mask_path, max_pixels)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)

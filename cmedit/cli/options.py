@@ -156,13 +156,32 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
     return pipe
 
 
+def _current_stderr_handler():
+    import logging
+    import sys
+
+    class CurrentStderrHandler(logging.StreamHandler):
+        """A ``StreamHandler`` on whatever ``sys.stderr`` is when a line is written (click's test
+        runner swaps it), not the one it was made with."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value) -> None:
+            pass
+
+    return CurrentStderrHandler()
+
+
 def show_library_notes(quiet: bool) -> None:
     """The library's warnings (``logging``, e.g. the embedded model's domain) as ``note: ...`` lines on stderr."""
     import logging
 
     library = logging.getLogger("cmedit")
     if not any(getattr(handler, "cmedit_cli", False) for handler in library.handlers):
-        handler = logging.StreamHandler()  # stderr, looked up when a line is written
+        handler = _current_stderr_handler()  # stderr, looked up when a line is written
         handler.setFormatter(logging.Formatter("note: %(message)s"))
         handler.cmedit_cli = True
         library.addHandler(handler)

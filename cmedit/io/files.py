@@ -90,7 +90,7 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
                 raise ImageReadError(f"{path}: image has zero size")
             frames = getattr(image, "n_frames", 1)
             if frames > 1:  # animated GIF / PNG / WebP, multi-page TIFF
-                logger.warning("Warning: %s: has %d frames (animated or multi-page); only the first is used",
+                logger.warning("%s: has %d frames (animated or multi-page); only the first is used",
                                path, frames)
             image.load()
             return ImageOps.exif_transpose(image)
