@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import importlib
+import signal
+import sys
 
 import click
 
@@ -51,9 +53,36 @@ class LazyGroup(click.Group):
         module_name, attribute = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module_name), attribute)
 
+    def invoke(self, ctx: click.Context):
+        """Run the subcommand; SIGTERM is handled as SIGINT (temporary files removed, nothing half
+        written), and either exits with the shell's convention 128 + signal number (130, 143)."""
+        received = []
+
+        def terminate(signum, frame):
+            received.append(signum)
+            raise KeyboardInterrupt
+
+        previous = _set_handler(signal.SIGTERM, terminate)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(128 + (received[0] if received else signal.SIGINT))
+        finally:
+            if previous is not None:
+                _set_handler(signal.SIGTERM, previous)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, SHORT_HELP[name]) for name in COMMANDS])
+
+
+def _set_handler(signum: int, handler):
+    """``signal.signal`` where it is allowed (the main thread); ``None`` elsewhere."""
+    try:
+        return signal.signal(signum, handler)
+    except ValueError:
+        return None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -64,10 +65,7 @@ def convert(checkpoint: Path, output_dir: Path | None, preset: str | None, resol
 
         pipe = load_checkpoint(checkpoint, preset=preset, resolution=resolution, num_head_channels=num_head_channels,
                                num_train_timesteps=num_train_timesteps)
-    try:
-        pipe.save_pretrained(output_dir)
-    except OSError as error:
-        raise click.ClickException(f"{output_dir}: cannot write ({error.strerror or error})") from None
+    save_folder_atomically(pipe, output_dir)
     if not quiet:
         unet, scheduler = pipe.unet.config, pipe.scheduler.config
         classes = f"{unet.num_class_embeds} classes" if unet.num_class_embeds else "unconditional"
@@ -75,3 +73,33 @@ def convert(checkpoint: Path, output_dir: Path | None, preset: str | None, resol
         click.echo(f"{checkpoint}: {unet.sample_size}x{unet.sample_size}, {classes}, {millions:.1f}M parameters, "
                    f"{scheduler.num_train_timesteps} timesteps", err=True)
         click.echo(f"wrote {output_dir}/", err=True)
+
+
+def save_folder_atomically(pipe, output_dir: Path) -> None:
+    """``pipe.save_pretrained`` into a temporary sibling of ``output_dir``, swapped in only once complete:
+    a failure (full disk, interruption) leaves ``output_dir`` as it was and no temporary folder behind."""
+    import shutil
+
+    from safetensors import SafetensorError
+
+    from ..io.files import remove_stale_temporaries, temporary_name
+
+    parent = output_dir.absolute().parent
+    remove_stale_temporaries(parent)
+    tmp, old = parent / temporary_name(output_dir), parent / temporary_name(output_dir)
+    try:
+        pipe.save_pretrained(tmp)
+        if output_dir.exists():  # --overwrite (or an empty folder): the old one out of the way first
+            os.replace(output_dir, old)
+        try:
+            os.replace(tmp, output_dir)
+        except OSError:
+            if old.exists():
+                os.replace(old, output_dir)  # put the old folder back
+            raise
+    except (OSError, SafetensorError) as error:
+        reason = getattr(error, "strerror", None) or str(error).splitlines()[0] or type(error).__name__
+        raise click.ClickException(f"{output_dir}: cannot write ({reason}); left as it was") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)

@@ -95,12 +95,14 @@ def plan_jobs(inputs: list[Path], output: str | None, task: str, count: int) -> 
     return jobs
 
 
-def write_result(path: Path, result: Result, *, quality: int = 95, no_alpha: bool = False) -> None:
-    """Write one ``Result`` as the commands do: the source's bit depth, greyness and ICC profile kept."""
+def write_result(path: Path, result: Result, *, quality: int = 95, no_alpha: bool = False,
+                 overwrite: bool = False) -> None:
+    """Write one ``Result`` as the commands do: the source's bit depth, greyness and ICC profile kept;
+    an existing ``path`` is replaced only with ``overwrite`` (else ``OutputExistsError``)."""
     from ..io.files import write_image
 
     write_image(path, result.rgb, None if no_alpha else result.alpha, bits=result.bits, grey=result.grey,
-                icc_profile=result.icc_profile, quality=quality)
+                icc_profile=result.icc_profile, quality=quality, overwrite=overwrite)
 
 
 def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, output: str | None, overwrite: bool,
@@ -110,13 +112,17 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
 
     ``edit`` takes a list of ``LoadedImage`` and returns each one's results (one per candidate).
     Consecutive inputs with the same ``batch_key`` (not ``None``; by default their size, for images
-    up to ``BATCH_MAX_PIXELS``) go to one ``edit`` call, up to ``batch_size`` at a time; if such a batch fails, its files are retried one by one so
-    that the bad file is named. An output that exists is an error for a single explicit ``-o file``
-    and is skipped otherwise, unless ``--overwrite``. One bad file does not stop the others.
+    up to ``BATCH_MAX_PIXELS``) go to one ``edit`` call, up to ``batch_size`` at a time; if such a batch
+    fails, its files are retried one by one so that the bad file is named. Without ``--overwrite``
+    nothing is replaced: an input whose output exists is skipped (one "skipped" line, exit code 0),
+    before its edit or, when another process wrote the name meanwhile, at the atomic write
+    (docs/guarantees.md). One bad file does not stop the others.
     """
-    from ..io.files import DEFAULT_MAX_PIXELS, check_output_path, read_image
+    from ..io.files import DEFAULT_MAX_PIXELS, OutputExistsError, check_output_path, read_image
     from ..models.loading import ModelLoadError
+    from .options import show_library_notes
 
+    show_library_notes(quiet)  # the readers' warnings (several frames) from the first file on
     written = skipped = failed = 0
     for job in jobs:
         with user_errors():
@@ -137,7 +143,6 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
         click.echo(f"Error: {message}", err=True)
 
     def run(group: list) -> None:
-        nonlocal written
         try:
             results = edit([loaded for _, loaded in group])
         except ModelLoadError as error:
@@ -150,21 +155,33 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
                 report(group[0][0], error)
             return
         for (job, _), candidates in zip(group, results):
+            write_job(job, candidates)
+
+    def write_job(job: Job, candidates: list[Result]) -> None:
+        nonlocal written, skipped
+        lost = False
+        for path, result in zip(job.outputs, candidates):
             try:
-                for path, result in zip(job.outputs, candidates):
-                    write_result(path, result, quality=quality, no_alpha=no_alpha)
-                    if not quiet:
-                        click.echo(f"wrote {path}", err=True)
-                written += 1
+                write_result(path, result, quality=quality, no_alpha=no_alpha, overwrite=overwrite)
+            except OutputExistsError:  # appeared while this run computed it (another run): not replaced
+                lost = True
+                if not quiet:
+                    click.echo(f"skipped {job.source}: {path} exists (--overwrite to replace)", err=True)
+                continue
             except ValueError as error:
                 report(job, error)
+                return
+            if not quiet:
+                click.echo(f"wrote {path}", err=True)
+        if lost:
+            skipped += 1
+        else:
+            written += 1
 
     group: list = []
     for job in jobs:
         existing = [path for path in job.outputs if path.exists()]
         if existing and not overwrite:
-            if is_file_target(output):
-                raise click.ClickException(f"{existing[0]}: already exists (pass --overwrite to replace it)")
             skipped += 1
             if not quiet:
                 click.echo(f"skipped {job.source}: {existing[0]} exists (--overwrite to replace)", err=True)
@@ -210,19 +227,26 @@ def run_whole_image_edits(method: str, task: str, *, images, output, strength, m
     seed = pipe.seed(seed)
 
     edit = whole_image_edit(pipe, method, strength=strength, steps=steps, timesteps=timesteps, seed=seed,
-                            class_label=class_label, num_samples=num_samples)
+                            class_label=class_label, num_samples=num_samples, max_pixels=max_pixels)
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
              max_pixels=max_pixels)
 
 
 def whole_image_edit(pipe: Callable, method: str, *, strength: float, steps=None, timesteps=None, seed: int = 0,
-                     class_label=None, num_samples: int = 1) -> Callable[[list], list[list[Result]]]:
+                     class_label=None, num_samples: int = 1,
+                     max_pixels: int | None = None) -> Callable[[list], list[list[Result]]]:
     """The edit of ``cmedit colorize`` / ``img2img``: ``pipe().<method>`` on a ``LoadedImage`` batch -> each
     image's candidates (``Result``, colour RGB with the input's alpha kept). Used by the CLI and the web app."""
     from .options import candidate_generators, schedule_kwargs, split_candidates
 
     def edit(batch: list) -> list[list[Result]]:
+        from ..fullres.budget import check_pixels
+        from ..io.files import DEFAULT_MAX_PIXELS
+
+        for loaded in batch:  # the full-size copies of every candidate, refused up front
+            check_pixels(f"{loaded.path}: the result", *loaded.rgb.shape[:2], num_samples,
+                         max_pixels or DEFAULT_MAX_PIXELS)
         out = getattr(pipe(), method)([loaded.rgb for loaded in batch], class_labels=class_label,
                                       num_images_per_prompt=num_samples,
                                       generator=candidate_generators(seed, len(batch), num_samples),

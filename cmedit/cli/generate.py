@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -20,7 +21,8 @@ Examples:
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="Images per forward pass.")
 @click.option("-o", "--output", metavar="PATH", default="generated/", show_default=True,
-              help="Output folder (files 0000.png, ...), or a file name (numbered when several).")
+              help="Output folder (files 0000.png, ...; numbering continues after the highest that exists), "
+                   "or a file name (numbered when several).")
 @model_options
 def generate(num_images, batch_size, output, model, steps, timesteps, seed, device, dtype, class_label,
              num_samples, compile_unet, channels_last, max_batch, overwrite, quiet) -> None:
@@ -28,18 +30,16 @@ def generate(num_images, batch_size, output, model, steps, timesteps, seed, devi
 
     Default: the model folder's own schedule (generate_timesteps in its cmedit.json), else 1 step.
     """
-    from ..io.files import check_output_path, write_image
+    from ..io.files import OutputExistsError, check_output_path, write_image
 
     count = num_images * num_samples
-    if is_file_target(output):
-        target = Path(output)
-        paths = [target] if count == 1 else [target.with_name(f"{target.stem}_{i}{target.suffix}")
-                                             for i in range(count)]
-    else:
-        paths = [Path(output) / f"{i:04d}.png" for i in range(count)]
+    names = OutputNames(output, count, overwrite)
     with user_errors():
-        for path in paths:
-            check_output_path(path, overwrite)
+        check_output_path(names.path(names.next), overwrite=True)  # format and folder, before any work
+        if names.single and names.path(0).exists() and not overwrite:
+            if not quiet:
+                click.echo(f"skipped: {names.path(0)} exists (--overwrite to replace)", err=True)
+            return
         loader = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
         seed = loader.seed(seed)
         pipe = loader()
@@ -48,7 +48,51 @@ def generate(num_images, batch_size, output, model, steps, timesteps, seed, devi
             images = pipe.generate(batch_size=min(batch_size, count - start), class_labels=class_label,
                                    generator=generator, output_type="np",
                                    **schedule_kwargs(steps, timesteps)).images
-            for path, rgb in zip(paths[start:], images):
-                write_image(path, rgb)
-                if not quiet:
-                    click.echo(f"wrote {path}", err=True)
+            for rgb in images:
+                while True:
+                    path = names.path(names.next)
+                    try:
+                        write_image(path, rgb, overwrite=overwrite)
+                    except OutputExistsError:
+                        if names.single:  # written meanwhile by another run: kept
+                            if not quiet:
+                                click.echo(f"skipped: {path} exists (--overwrite to replace)", err=True)
+                            break
+                        names.skip_taken()  # another run took this number: the next free one
+                        continue
+                    names.next += 1
+                    if not quiet:
+                        click.echo(f"wrote {path}", err=True)
+                    break
+
+
+class OutputNames:
+    """Where generate's images go: ``-o file.png`` (one image), ``file_<i>.png`` (several) or
+    ``folder/<iiii>.png``. Without ``overwrite``, numbering continues after the highest number that
+    exists, so a second run adds files instead of colliding (docs/guarantees.md)."""
+
+    def __init__(self, output: str, count: int, overwrite: bool) -> None:
+        self.single = is_file_target(output) and count == 1
+        if is_file_target(output):
+            target = Path(output)
+            self.folder, self.prefix, self.suffix, self.width = target.parent, f"{target.stem}_", target.suffix, 0
+        else:
+            self.folder, self.prefix, self.suffix, self.width = Path(output), "", ".png", 4
+        self.next = 0 if overwrite or self.single else self.highest() + 1
+
+    def path(self, index: int) -> Path:
+        if self.single:
+            return self.folder / f"{self.prefix[:-1]}{self.suffix}"
+        return self.folder / f"{self.prefix}{index:0{self.width}d}{self.suffix}"
+
+    def highest(self) -> int:
+        """The highest number among the existing ``<prefix><number><suffix>`` files (-1 if none)."""
+        pattern = re.compile(re.escape(self.prefix) + r"(\d+)" + re.escape(self.suffix) + "$")
+        try:
+            numbers = [int(m.group(1)) for entry in self.folder.iterdir() if (m := pattern.match(entry.name))]
+        except OSError:
+            return -1
+        return max(numbers, default=-1)
+
+    def skip_taken(self) -> None:
+        self.next = max(self.next + 1, self.highest() + 1)

@@ -8,7 +8,7 @@ from typing import Callable
 import click
 
 from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
-from .options import (ModelLoader, candidate_generators, model_options,
+from .options import (ModelLoader, candidate_generators, model_options, show_library_notes,
                       schedule_kwargs, split_candidates, strength_option, user_errors)
 
 
@@ -42,17 +42,30 @@ def inpaint_mask(loaded, mask_image, *, mask_name=None, resize_mask: bool = Fals
 
 def inpaint_edit(pipe: Callable, *, mask_image, mask_name=None, resize_mask: bool = False, context: float = 0.5,
                  feather: int = 3, strength: float = 1.0, steps=None, timesteps=None, seed: int = 0,
-                 class_label=None, num_samples: int = 1, quiet: bool = False) -> Callable[[list], list[list[Result]]]:
+                 class_label=None, num_samples: int = 1, quiet: bool = False,
+                 max_pixels: int | None = None) -> Callable[[list], list[list[Result]]]:
     """The edit of ``cmedit inpaint``: ``LoadedImage`` batch -> each image's candidates (``Result``).
 
     ``pipe`` returns the pipeline when called (loaded on first use). Used by the CLI and the web app.
+    ``max_pixels`` bounds the full-size buffers (crop windows, results) before anything is allocated.
     """
 
     def edit(batch: list) -> list[list[Result]]:
         import numpy as np
 
+        from ..io.files import DEFAULT_MAX_PIXELS
+
         masks = [inpaint_mask(loaded, mask_image, mask_name=mask_name, resize_mask=resize_mask, quiet=quiet)
                  for loaded in batch]
+        limit = max_pixels or DEFAULT_MAX_PIXELS
+        for loaded, mask in zip(batch, masks):  # crop windows' memory, refused up front (cmedit.fullres.budget)
+            if max(loaded.rgb.shape[:2]) > pipe().resolution:
+                from ..fullres.budget import check_pixels, largest_crop_window
+
+                side = largest_crop_window(mask, context=context, min_crop_size=pipe().resolution)
+                check_pixels(f"{loaded.path}: the crop window around the masked region", side, side, num_samples,
+                             limit)
+                check_pixels(f"{loaded.path}: the result", *loaded.rgb.shape[:2], num_samples, limit)
         generator = candidate_generators(seed, len(batch), num_samples)
         out = pipe().inpaint([loaded.rgb for loaded in batch], masks, context=context, feather=feather,
                              class_labels=class_label, num_images_per_prompt=num_samples, generator=generator,
@@ -104,6 +117,7 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
     jobs = plan_jobs(expand_inputs(images), output, "inpainted", num_samples)
     mask_image = None
     if mask_path is not None:
+        show_library_notes(quiet)
         with user_errors():
             mask_image = read_mask(mask_path, max_pixels)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
@@ -111,7 +125,7 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
 
     edit = inpaint_edit(pipe, mask_image=mask_image, mask_name=mask_path, resize_mask=resize_mask, context=context,
                         feather=feather, strength=strength, steps=steps, timesteps=timesteps, seed=seed,
-                        class_label=class_label, num_samples=num_samples, quiet=quiet)
+                        class_label=class_label, num_samples=num_samples, quiet=quiet, max_pixels=max_pixels)
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
              max_pixels=max_pixels)

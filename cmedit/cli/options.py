@@ -96,7 +96,8 @@ def model_options(command: Callable) -> Callable:
         click.option("--max-batch", type=click.IntRange(min=0), default=64, show_default=True, metavar="N",
                      help="Run the network on at most N images at a time (crops, tiles, candidates and files "
                           "share a batch; 0: no bound): lower it when memory runs out; results do not change."),
-        click.option("--overwrite", is_flag=True, help="Replace output files that already exist."),
+        click.option("--overwrite", is_flag=True, help="Replace output files that already exist (without it an "
+                     "existing output is skipped, never replaced; see docs/guarantees.md)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or messages on stderr."),
         *text_options(),
     ]
@@ -228,13 +229,32 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
     return pipe
 
 
+def _current_stderr_handler():
+    import logging
+    import sys
+
+    class CurrentStderrHandler(logging.StreamHandler):
+        """A ``StreamHandler`` on whatever ``sys.stderr`` is when a line is written (click's test
+        runner swaps it), not the one it was made with."""
+
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value) -> None:
+            pass
+
+    return CurrentStderrHandler()
+
+
 def show_library_notes(quiet: bool) -> None:
     """The library's warnings (``logging``, e.g. the embedded model's domain) as ``note: ...`` lines on stderr."""
     import logging
 
     library = logging.getLogger("cmedit")
     if not any(getattr(handler, "cmedit_cli", False) for handler in library.handlers):
-        handler = logging.StreamHandler()  # stderr, looked up when a line is written
+        handler = _current_stderr_handler()  # stderr, looked up when a line is written
         handler.setFormatter(logging.Formatter("note: %(message)s"))
         handler.cmedit_cli = True
         library.addHandler(handler)

@@ -13,7 +13,7 @@ from .options import (ModelLoader, candidate_generators, model_options, schedule
 
 def outpaint_edit(pipe: Callable, *, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0, feather: int = 3,
                   strength: float = 1.0, steps=None, timesteps=None, seed: int = 0, class_label=None,
-                  num_samples: int = 1) -> Callable[[list], list[list[Result]]]:
+                  num_samples: int = 1, max_pixels: int | None = None) -> Callable[[list], list[list[Result]]]:
     """The edit of ``cmedit outpaint``: a batch of same-size ``LoadedImage`` -> each one's candidates (``Result``).
 
     ``pipe`` returns the pipeline when called (loaded on first use). Used by the CLI and the web app.
@@ -22,8 +22,19 @@ def outpaint_edit(pipe: Callable, *, left: int = 0, right: int = 0, top: int = 0
     def edit(batch: list) -> list[list[Result]]:
         import torch
 
+        from ..fullres.budget import check_pixels, outpaint_window
         from ..fullres.canvas import outpaint_canvas
+        from ..io.files import DEFAULT_MAX_PIXELS
         from ..io.tensors import images_to_tensor
+
+        limit = max_pixels or DEFAULT_MAX_PIXELS
+        for loaded in batch:  # the canvas and its window, refused up front (cmedit.fullres.budget)
+            height, width = loaded.rgb.shape[:2]
+            check_pixels(f"{loaded.path}: the outpainted canvas", height + top + bottom, width + left + right,
+                         num_samples, limit)
+            check_pixels(f"{loaded.path}: the square window that edits the canvas",
+                         *outpaint_window(height, width, left, right, top, bottom, pipe().resolution), num_samples,
+                         limit)
 
         if left + right + top + bottom == 0:
             raise ValueError("give at least one of --left, --right, --top, --bottom")
@@ -78,7 +89,7 @@ def outpaint(images, left, right, top, bottom, feather, strength, output, model,
 
     edit = outpaint_edit(pipe, left=left, right=right, top=top, bottom=bottom, feather=feather, strength=strength,
                          steps=steps, timesteps=timesteps, seed=seed, class_label=class_label,
-                         num_samples=num_samples)
+                         num_samples=num_samples, max_pixels=max_pixels)
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
              max_pixels=max_pixels)

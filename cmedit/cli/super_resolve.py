@@ -13,7 +13,7 @@ from .options import (ModelLoader, candidate_generators, model_options,
 
 def super_resolve_edit(pipe: Callable, *, factor: int = 4, also_colorize: bool = False, overlap: int | None = None,
                        strength: float = 1.0, steps=None, timesteps=None, seed: int = 0, class_label=None,
-                       num_samples: int = 1) -> Callable[[list], list[list[Result]]]:
+                       num_samples: int = 1, max_pixels: int | None = None) -> Callable[[list], list[list[Result]]]:
     """The edit of ``cmedit super-resolve``: ``LoadedImage`` batch -> each image's candidates (``Result``).
 
     ``pipe`` returns the pipeline when called (loaded on first use). Used by the CLI and the web app.
@@ -22,6 +22,12 @@ def super_resolve_edit(pipe: Callable, *, factor: int = 4, also_colorize: bool =
     def edit(batch: list) -> list[list[Result]]:
         import numpy as np
 
+        from ..fullres.budget import check_pixels
+        from ..io.files import DEFAULT_MAX_PIXELS
+
+        for loaded in batch:  # the outputs' memory, refused up front
+            check_pixels(f"{loaded.path}: the x{factor} result", loaded.rgb.shape[0] * factor,
+                         loaded.rgb.shape[1] * factor, num_samples, max_pixels or DEFAULT_MAX_PIXELS)
         generator = candidate_generators(seed, len(batch), num_samples)
         out = pipe().super_resolve([loaded.rgb for loaded in batch], factor=factor, colorize=also_colorize,
                                    overlap=overlap, class_labels=class_label, num_images_per_prompt=num_samples,
@@ -69,7 +75,7 @@ def super_resolve(images, factor, also_colorize, overlap, strength, output, mode
 
     edit = super_resolve_edit(pipe, factor=factor, also_colorize=also_colorize, overlap=overlap, strength=strength,
                               steps=steps, timesteps=timesteps, seed=seed, class_label=class_label,
-                              num_samples=num_samples)
+                              num_samples=num_samples, max_pixels=max_pixels)
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
              max_pixels=max_pixels)

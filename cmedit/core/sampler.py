@@ -13,6 +13,10 @@ import torch
 from diffusers import CMStochasticIterativeScheduler, UNet2DModel
 
 
+class NonFiniteOutputError(ValueError):
+    """The network returned NaN or infinite values (broken weights, an overflow in half precision)."""
+
+
 def consistency_function(
     unet: UNet2DModel,
     scheduler: CMStochasticIterativeScheduler,
@@ -56,13 +60,18 @@ def sample(
     ``callback(i, t, x)`` is called after every step (e.g. to advance a progress bar).
     ``max_batch``: run the network on at most this many images at a time (it bounds the memory of
     its activations); the scheduler still steps the whole batch, so the random draws and the
-    result do not depend on it.
+    result do not depend on it. A network output with NaN or infinite values raises
+    ``NonFiniteOutputError`` (one ``isfinite`` check per step) instead of giving a wrong image.
     """
     if max_batch is not None and max_batch < 1:
         raise ValueError(f"max_batch must be >= 1, got {max_batch}")
     for i, t in enumerate(scheduler.timesteps):
         scaled = scheduler.scale_model_input(x, t)
         model_output = _evaluate(unet, scaled, t, class_labels, max_batch)
+        if not torch.isfinite(model_output).all():
+            raise NonFiniteOutputError(f"the network's output is not finite (NaN or inf) at step {i + 1} "
+                                       f"(timestep {float(t):g}): its weights are broken or overflow in this "
+                                       "precision; nothing written")
         x = scheduler.step(model_output, t, x, generator=generator, return_dict=False)[0]
         if callback is not None:
             callback(i, t, x)

@@ -7,17 +7,22 @@ Writing picks the format from the file extension and never leaves a partial file
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
-import tempfile
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..core.operators import LUMINANCE
+
+logger = logging.getLogger(__name__)
 
 # Refuse larger images unless asked (decompression bombs; a 8000 x 8000 photo is 64 MP).
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -34,6 +39,10 @@ class ImageReadError(ValueError):
 
 class ImageWriteError(ValueError):
     """An output that cannot be written; the message is one line naming the file."""
+
+
+class OutputExistsError(ImageWriteError):
+    """The output file exists (or appeared while the result was computed) and ``overwrite`` was not given."""
 
 
 @dataclass
@@ -71,7 +80,7 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     if path.is_dir():
         raise ImageReadError(f"{path}: is a directory, not an image")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _pillow_limit(max_pixels):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
             if image.width * image.height > max_pixels:
@@ -79,6 +88,10 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
                                      "(raise the limit with --max-pixels if you trust this file)")
             if image.width == 0 or image.height == 0:
                 raise ImageReadError(f"{path}: image has zero size")
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:  # animated GIF / PNG / WebP, multi-page TIFF
+                logger.warning("%s: has %d frames (animated or multi-page); only the first is used",
+                               path, frames)
             image.load()
             return ImageOps.exif_transpose(image)
     except ImageReadError:
@@ -90,6 +103,19 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ImageReadError(f"{path}: cannot read image ({str(error).splitlines()[0] if str(error) else error!r})"
                              ) from None
+
+
+@contextlib.contextmanager
+def _pillow_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's own decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``) off while a file is opened and
+    decoded: ``_open`` checks ``max_pixels`` itself right after the header is read, before any pixel is
+    decoded, so ``--max-pixels`` is the one limit, both ways. Restored after."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -132,7 +158,9 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
     icc = image.info.get("icc_profile")
     deep = _read_16bit_colour(path) if image.mode in ("RGB", "RGBA") else None
     if deep is not None:
-        deep = _orient(deep, Image.open(path).getexif().get(0x0112, 1))
+        with _pillow_limit(max_pixels):
+            orientation = Image.open(path).getexif().get(0x0112, 1)
+        deep = _orient(deep, orientation)
         values = deep.astype(np.float32) / 65535.0
         rgb, alpha = values[..., :3], values[..., 3] if values.shape[2] == 4 else None
         return LoadedImage(path, np.ascontiguousarray(rgb), alpha, 16, False, icc)
@@ -175,15 +203,20 @@ def read_mask(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Validate an output file path before any work is done; returns it as a ``Path``."""
+    """Validate an output file path before any work is done; returns it as a ``Path``.
+
+    Raises ``ImageWriteError`` for an unknown extension, a folder, a dangling symbolic link or an
+    unwritable folder, and ``OutputExistsError`` for an existing file unless ``overwrite``."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS:
         raise ImageWriteError(f"{path}: unknown output format {path.suffix or '(no extension)'!r}; "
                               f"use one of {', '.join(sorted(FORMATS))}")
     if path.is_dir():
         raise ImageWriteError(f"{path}: is a directory")
+    if path.is_symlink() and not path.exists():
+        raise ImageWriteError(f"{path}: is a symbolic link to a missing file (remove it or choose another name)")
     if path.exists() and not overwrite:
-        raise ImageWriteError(f"{path}: already exists (pass --overwrite to replace it)")
+        raise OutputExistsError(f"{path}: already exists (pass --overwrite to replace it)")
     folder = _existing_parent(path)
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise ImageWriteError(f"{path}: folder {folder} is not writable")
@@ -212,35 +245,121 @@ def encode(rgb: np.ndarray, alpha: np.ndarray | None, bits: int, grey: bool, fmt
     return np.round(values * 255).astype(np.uint8)
 
 
+TEMP_PREFIX = ".cmedit-"
+TEMP_SUFFIX = ".tmp"
+
+
+def temporary_name(path: Path) -> str:
+    """``.cmedit-<pid>-<random>.<name>.tmp``: a temporary sibling of ``path`` that names the process that
+    made it, so that a later run can remove it once that process is gone (:func:`remove_stale_temporaries`)."""
+    return f"{TEMP_PREFIX}{os.getpid()}-{os.urandom(4).hex()}.{path.name}{TEMP_SUFFIX}"
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete cmedit's own temporary files (``.cmedit-<pid>-*.tmp``) in ``folder`` whose process no longer
+    runs on this machine (left by a kill or a power cut); returns what was removed. Other files are never
+    touched."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(TEMP_PREFIX) and name.endswith(TEMP_SUFFIX)):
+            continue
+        pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _process_alive(int(pid)):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():  # a folder being written (cmedit convert)
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: keep its files
+    return True
+
+
+_CLEANED: set[str] = set()
+
+
 def write_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None = None, *, bits: int = 8,
-                grey: bool = False, icc_profile: bytes | None = None, quality: int = 95) -> None:
+                grey: bool = False, icc_profile: bytes | None = None, quality: int = 95,
+                overwrite: bool = False) -> None:
     """Write float RGB (+ alpha) to ``path`` in the format of its extension, atomically.
 
-    A temporary file in the same folder is renamed over ``path`` only once fully written.
+    The image is written to a temporary sibling (``.cmedit-<pid>-...tmp``) first. Without ``overwrite`` it
+    is then hard-linked to ``path``, which fails if ``path`` exists at that moment, so two processes
+    writing one name never replace each other's file: the later one gets ``OutputExistsError``. With
+    ``overwrite`` it is renamed over ``path``. Either way ``path`` is complete or absent, never partial.
+    A ``path`` that is a symbolic link to nothing is refused (``ImageWriteError``). Every failure,
+    including the temporary file's creation (read-only folder, full disk, no inodes), is an
+    ``ImageWriteError`` naming ``path``.
     """
     path = Path(path)
     fmt = FORMATS[path.suffix.lower()]
+    if path.is_symlink() and not path.exists():
+        raise ImageWriteError(f"{path}: is a symbolic link to a missing file (remove it or choose another name)")
+    if not overwrite and path.exists():
+        raise OutputExistsError(f"{path}: exists")
     array = encode(rgb, alpha, bits, grey, fmt)
     if array.shape[-1] == 1:
         array = array[..., 0]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
-        if array.dtype == np.uint16 and array.ndim == 3:
-            _write_16bit_colour(tmp, array)
-        else:
-            image = Image.fromarray(array)
-            options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-            if icc_profile and fmt != "BMP":
-                options["icc_profile"] = icc_profile
-            image.save(tmp, format=fmt, **options)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        folder = str(path.parent.absolute())
+        if folder not in _CLEANED:
+            _CLEANED.add(folder)
+            remove_stale_temporaries(folder)
+        tmp = path.parent / temporary_name(path)
+        with open(tmp, "xb") as file:
+            if array.dtype == np.uint16 and array.ndim == 3:
+                file.write(_encode_16bit_colour(array, path.suffix))
+            else:
+                image = Image.fromarray(array)
+                options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+                if icc_profile and fmt != "BMP":
+                    options["icc_profile"] = icc_profile
+                image.save(file, format=fmt, **options)
+            file.flush()
+            os.fsync(file.fileno())
         new_file_permissions(tmp)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _link_no_clobber(tmp, path)
+    except FileExistsError:
+        raise OutputExistsError(f"{path}: exists (written meanwhile by another process)") from None
     except OSError as error:
         raise ImageWriteError(f"{path}: cannot write ({error.strerror or error})") from None
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def _link_no_clobber(tmp: Path, path: Path) -> None:
+    """Give ``tmp``'s finished file the name ``path`` unless ``path`` exists (``FileExistsError``), atomically."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links (FAT, some network shares): O_EXCL claims the name
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        os.close(fd)
+        os.replace(tmp, path)
 
 
 def new_file_permissions(path: str | os.PathLike) -> None:
@@ -250,11 +369,11 @@ def new_file_permissions(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def _write_16bit_colour(path: str, array: np.ndarray) -> None:
+def _encode_16bit_colour(array: np.ndarray, suffix: str) -> bytes:
     import cv2
 
     code = cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR
-    ok, data = cv2.imencode(Path(path).suffix, cv2.cvtColor(array, code))
+    ok, data = cv2.imencode(suffix.lower(), cv2.cvtColor(array, code))
     if not ok:
-        raise OSError(f"cannot encode 16-bit {Path(path).suffix}")
-    Path(path).write_bytes(data.tobytes())
+        raise OSError(f"cannot encode 16-bit {suffix}")
+    return data.tobytes()

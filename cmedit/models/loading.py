@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -89,9 +90,10 @@ def load_pipeline(
             except CheckpointError as error:
                 raise ModelLoadError(str(error)) from None
         elif path.is_dir():
-            for config in ("unet/config.json", "scheduler/scheduler_config.json"):
-                if not (path / config).is_file():
-                    raise ModelLoadError(f"{source}: not a consistency model folder (no {config})")
+            for name in ("unet/config.json", "scheduler/scheduler_config.json"):
+                if not (path / name).is_file():
+                    raise ModelLoadError(f"{source}: not a consistency model folder (no {name})")
+            check_model_folder(path)
             scheduler_class = _config_class(path / "scheduler" / "scheduler_config.json")
             if scheduler_class != "CMStochasticIterativeScheduler":
                 raise ModelLoadError(f"{source}: scheduler is {scheduler_class}, not a consistency model scheduler")
@@ -116,6 +118,8 @@ def load_pipeline(
         raise ModelLoadError(f"{source}: cannot load model ({first_line})") from error
     if not isinstance(pipe.unet, UNet2DModel) or not isinstance(pipe.scheduler, CMStochasticIterativeScheduler):
         raise ModelLoadError(f"{source}: not a UNet2DModel with a CMStochasticIterativeScheduler")
+    if not path.is_dir():  # a folder's configs were checked before anything was built from them
+        _check_sample_size(pipe.unet.config.sample_size, len(pipe.unet.config.down_block_types), source)
     if model is None:
         pipe.domain_note = DEFAULT_MODEL_NOTE
     if device is not None or dtype is not None:
@@ -151,6 +155,67 @@ def _load_if_latent(source: str, path: Path, looks_local: bool, **kwargs):
         raise ModelLoadError(f"{source}: cannot load latent model ({first_line})") from error
 
 
+# Bounds on a model folder's configuration, checked before anything is built from it: the largest
+# released consistency models are 256x256 with 201 noise levels.
+MAX_SAMPLE_SIZE = 2048
+MAX_TRAIN_TIMESTEPS = 10_000
+PIPELINE_CLASSES = ("ConsistencyModelPipeline", "ConsistencyEditPipeline")
+
+
+def check_model_folder(path: Path) -> None:
+    """Refuse a model folder whose configuration cmedit cannot use, with one line naming the file and the
+    value: ``model_index.json``'s ``_class_name`` (another pipeline's model), the UNet's ``sample_size``
+    (an int in ``[1, MAX_SAMPLE_SIZE]`` divisible by its downsampling factor ``2**(len(down_block_types)
+    - 1)``), the scheduler's ``num_train_timesteps`` (an int in ``[2, MAX_TRAIN_TIMESTEPS]``) and its
+    sigmas (finite, ``0 < sigma_min < sigma_max``)."""
+    index = path / "model_index.json"
+    if index.is_file():
+        name = _read_config(index).get("_class_name")
+        if name not in PIPELINE_CLASSES:
+            raise ModelLoadError(f"{index}: _class_name {name!r} is not a consistency model pipeline "
+                                 f"({' or '.join(PIPELINE_CLASSES)})")
+    unet = _read_config(path / "unet" / "config.json")
+    blocks = unet.get("down_block_types", ("DownBlock2D",) * 4)
+    _check_sample_size(unet.get("sample_size"), len(blocks) if isinstance(blocks, list) else 4,
+                       path / "unet" / "config.json")
+    scheduler_path = path / "scheduler" / "scheduler_config.json"
+    scheduler = _read_config(scheduler_path)
+    steps = scheduler.get("num_train_timesteps", 40)
+    if not _is_int(steps) or not 2 <= steps <= MAX_TRAIN_TIMESTEPS:
+        raise ModelLoadError(f"{scheduler_path}: num_train_timesteps {steps!r} is not usable "
+                             f"(an integer from 2 to {MAX_TRAIN_TIMESTEPS:,})")
+    low, high = scheduler.get("sigma_min", 0.002), scheduler.get("sigma_max", 80.0)
+    for key, value in (("sigma_min", low), ("sigma_max", high)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+            raise ModelLoadError(f"{scheduler_path}: {key} {value!r} is not usable (a positive number)")
+    if low >= high:
+        raise ModelLoadError(f"{scheduler_path}: sigma_min {low!r} is not below sigma_max {high!r}")
+
+
+def _check_sample_size(size, num_down_blocks: int, where) -> None:
+    factor = 2 ** max(num_down_blocks - 1, 0)
+    if not _is_int(size) or not 1 <= size <= MAX_SAMPLE_SIZE or size % factor:
+        raise ModelLoadError(f"{where}: sample_size {size!r} is not usable (an integer from 1 to {MAX_SAMPLE_SIZE} "
+                             f"that the UNet's {num_down_blocks} levels can halve {num_down_blocks - 1} times: "
+                             f"a multiple of {factor})")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_config(config_path: Path) -> dict:
+    import json
+
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{config_path}: unreadable config ({error})") from None
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{config_path}: unreadable config (not a JSON object)")
+    return config
+
+
 def _hub_error(model, source: str, error: OSError) -> str:
     """One line for a hub model that did not load; for a released model, where to put a local copy."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
@@ -164,9 +229,4 @@ def _hub_error(model, source: str, error: OSError) -> str:
 
 
 def _config_class(config_path: Path) -> str | None:
-    import json
-
-    try:
-        return json.loads(config_path.read_text()).get("_class_name")
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{config_path}: unreadable config ({error})") from None
+    return _read_config(config_path).get("_class_name")
