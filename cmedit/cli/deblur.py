@@ -35,9 +35,9 @@ def parse_blur(ctx: click.Context, param: click.Parameter, value: str | None):
 
 @click.command(epilog="""\b
 Examples:
-  cmedit deblur --blur gaussian:1.5 blurred.png -o sharp.png
-  cmedit deblur --blur motion:9,30 --noise-level 0.025 shaky.png -o sharp.png
-  cmedit deblur --kernel psf.npy --noise-level auto 'scans/*.png' -o sharp/
+  cmedit deblur --blur gaussian:1 samples/face.png -o sharp.png
+  cmedit deblur --blur motion:5,30 --noise-level 0.025 samples/animal.png -o sharp.png
+  cmedit deblur --blur box:3 --noise-level auto samples/face.png samples/animal.png -o sharp/
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("--blur", "blur_kernel", callback=parse_blur, metavar="SPEC",
