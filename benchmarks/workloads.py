@@ -119,7 +119,7 @@ def task_call(pipe: ConsistencyEditPipeline, task: str, batch: int, steps: int,
     if task == "colorize":
         return lambda: pipe.colorize(data["gray"], generator=g(), **common).images
     if task == "super_resolve":
-        return lambda: pipe.super_resolve(data["low"], factor=SUPER_RESOLUTION_FACTOR, generator=g(),
+        return lambda: pipe.super_resolve(data["low"], factor=SUPER_RESOLUTION_FACTOR, kernel="box", generator=g(),
                                           **common).images
     raise ValueError(f"unknown task {task!r}")
 

@@ -20,6 +20,12 @@ _EXPORTS = {
     "SuperResolution": "cmedit.core.operators",
     "PatchOperator": "cmedit.core.operators",
     "compose": "cmedit.core.operators",
+    "LinearOperator": "cmedit.core.linear",
+    "Downsample": "cmedit.core.degradations",
+    "Blur": "cmedit.core.degradations",
+    "GaussianBlur": "cmedit.core.degradations",
+    "BoxBlur": "cmedit.core.degradations",
+    "MotionBlur": "cmedit.core.degradations",
     "consistency_function": "cmedit.core.sampler",
     "sample": "cmedit.core.sampler",
     "load_pipeline": "cmedit.models.loading",
@@ -33,6 +39,8 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from .models.openai_checkpoints import convert_checkpoint, load_checkpoint
     from .models.loading import load_pipeline
+    from .core.degradations import Blur, BoxBlur, Downsample, GaussianBlur, MotionBlur
+    from .core.linear import LinearOperator
     from .core.operators import Colorization, Inpainting, Operator, PatchOperator, SuperResolution, compose
     from .pipeline import ConsistencyEditPipeline
     from .models.presets import PRESETS

@@ -33,6 +33,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .core.arguments import ClassLabels, EditOptions, Generators, check_int, check_number, draw_class_labels
 from .core.operators import Colorization, Inpainting, Operator, SuperResolution, compose
+from .core.linear import LinearOperator
+from .core.noise import resolve_noise_level, step_eta
 from .core.projection import MaskedProjectionScheduler
 from .core.sampler import sample
 from .core.schedules import (DEFAULT_EDIT_STEPS, EDIT_CONFIG_NAME, SCHEDULE_KEYS, check_schedule,  # noqa: F401
@@ -200,10 +202,17 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         generator: Generators = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        noise_level: float | str = 0.0,
+        overlap: int | None = None,
     ) -> ImagePipelineOutput | tuple:
         """Zero-shot edit of ``image`` with any ``operator`` (Algorithm 4).
 
         Returns images at the input's size in which the operator's known components equal the input's.
+
+        A general ``cmedit.core.linear.LinearOperator`` (``Downsample``, ``Blur``, ...) takes ``image``
+        as its measurement ``y`` (the small image, the blurred image) and returns the restored ``x``
+        (``cmedit.restoration``; larger than the model: in tiles overlapping by ``overlap`` measurement
+        pixels); without ``strength`` it starts at the operator's ``default_strength``.
 
         Args:
             image: one image or a list (a batch edited in one forward pass per step): PIL images,
@@ -211,23 +220,55 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             operator (`cmedit.Operator`): ``A``, ``A^T`` and the mask (1 = generate, 0 = known); it acts
                 on the batch after each input is repeated ``num_images_per_prompt`` times.
             {edit_args}
+            noise_level (`float` or ``"auto"``, defaults to 0): the standard deviation of Gaussian noise on
+                ``image`` in ``[0, 1]`` pixel units, or ``"auto"`` (estimated from it); it regularises every
+                step's projection instead of copying the noise (``cmedit.core.noise``; docs/design.md, section 11).
         """
-        options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
-                              generator)
         check_output_type(output_type)
         y = images_to_tensor(image)
+        noise_level = resolve_noise_level(noise_level, y)
+        if isinstance(operator, LinearOperator):
+            if strength == 1.0 and timesteps is None:
+                strength = operator.default_strength
+            options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
+                                  generator, noise_level)
+            from .restoration import restore
+
+            self._note_domain(*operator.image_size(tuple(y.shape[-2:])))
+            with torch.inference_mode():
+                x = restore(self, y, operator, options, overlap=overlap)
+            return self._output(x, output_type, return_dict)
+        options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
+                              generator, noise_level)
         self._note_domain(*y.shape[-2:])
         return self._output(self.edit_tensor(y, operator, options), output_type, return_dict)
 
+    def deblur(self, image: ImageBatchInput, kernel, noise_level: float | str = 0.0, **kwargs
+               ) -> ImagePipelineOutput | tuple:
+        """Undo a blur of ``image``: ``kernel`` a ``Blur`` (``GaussianBlur(3.0)``, ...), a 2-D array or a kernel file.
+
+        The blur is ``scipy.ndimage.convolve(mode="reflect")`` with the kernel normalised to sum 1
+        (``cmedit.core.degradations``); ``noise_level``, ``overlap`` and the rest as :meth:`edit`.
+        Without ``strength`` the steps start at 0.35 of the noise grid from the regularised ``A^+_eta y``.
+        """
+        from .restoration import blur_operator
+
+        return self.edit(image, blur_operator(kernel), noise_level=noise_level, **kwargs)
+
     @torch.inference_mode()
-    def edit_tensor(self, y: torch.Tensor, operator: Operator, options: EditOptions) -> torch.Tensor:
+    def edit_tensor(self, y: torch.Tensor, operator: Operator, options: EditOptions,
+                    start_image: torch.Tensor | None = None) -> torch.Tensor:
         """Algorithm 4 on a tensor: the library's edit entry point for code that holds tensors (crops, tiles).
 
         Args:
             y: ``(B, C, H, W)`` in ``[-1, 1]``, any size (resized to the model's and back).
             operator: acts on ``(B * K, C, H, W)``, ``K = options.num_images_per_prompt`` candidates per
                 input, adjacent.
-            options: schedule, strength, labels (one or one per input), candidates, generator.
+            options: schedule, strength, labels (one or one per input), candidates, generator, noise level
+                (which sets the regularised projection of every step, ``cmedit.core.noise``; the output is
+                then clipped, not fitted).
+            start_image: with ``strength < 1``, start from this image (the model's size) plus noise instead
+                of ``y`` (a restoration starts from the regularised ``A^+_eta y``, ``cmedit.restoration``).
 
         Returns:
             ``(B * K, C, H, W)`` float32 in ``[-1, 1]``, on the pipeline's device, whose known components
@@ -246,11 +287,14 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         device, dtype, generator = self._execution_device, self.unet.dtype, options.generator
         # Only the known part reaches the model: resizing y itself would blur unknown content into it.
         y_model = resize(operator.known_part(y), (size, size)).to(device=device, dtype=dtype)
-        wrapper = MaskedProjectionScheduler(self.scheduler, model_operator, y_model)
+        # The noise on the operator's known components (pixel noise times its gain), step by step.
+        eta = step_eta(options.noise_level * getattr(operator, "noise_gain", 1.0), self.scheduler.config.sigma_data)
+        wrapper = MaskedProjectionScheduler(self.scheduler, model_operator, y_model, eta=eta)
         set_timesteps(wrapper, num_inference_steps, timesteps, device)
         # docs/design.md, section 5: the initial noise is the first draw, then one draw per step.
         noise = randn_tensor(y_model.shape, generator=generator, device=device, dtype=dtype)
-        start = None if options.strength == 1 else resize(y, (size, size)).to(device=device, dtype=dtype)
+        start = None if options.strength == 1 else resize(y if start_image is None else start_image,
+                                                           (size, size)).to(device=device, dtype=dtype)
         x = wrapper.initial_sample(noise, start)
         labels = self.class_labels_for(options.class_labels, len(y) // k, generator)
         if labels is not None:
@@ -259,10 +303,12 @@ class ConsistencyEditPipeline(DiffusionPipeline):
 
         # The final projection and range fit run in float32 at the input's size.
         x, y = x.float(), y.to(x.device)
+        eta = wrapper._etas[-1]  # the final projection at full size regularised as the last step's
         if tuple(y.shape[-2:]) != (size, size):
             x = resize(x, tuple(y.shape[-2:]))
-            x = operator.project(x, operator.known_part(y))
-        return operator.fit_range(x, y)
+            x = operator.project_noisy(x, operator.known_part(y), eta) if eta else operator.project(
+                x, operator.known_part(y))
+        return x.clamp(-1, 1) if eta else operator.fit_range(x, y)
 
     @_edit_args()
     def inpaint(
@@ -281,6 +327,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         generator: Generators = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        noise_level: float | str = 0.0,
     ) -> ImagePipelineOutput | tuple:
         """Fill the white pixels of ``mask`` in ``image``; pixels outside the mask are returned unchanged.
 
@@ -299,9 +346,13 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             full_resolution (`bool`, *optional*): force (True) or forbid (False) the crops. Default:
                 crops when the image is larger than the model in either dimension.
             {edit_args}
+            noise_level (`float` or ``"auto"``, defaults to 0): noise on the kept pixels: the fill follows
+                them through the regularised projection instead of copying them (:meth:`edit`); with the
+                crops the kept pixels are returned as they are.
         """
+        noise_level = resolve_noise_level(noise_level, images_to_tensor(image))
         options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
-                              generator)
+                              generator, noise_level)
         context = check_number("context", context, low=0)
         feather = check_int("feather", feather, low=0)
         check_output_type(output_type)
@@ -371,16 +422,20 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         generator: Generators = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        noise_level: float | str = 0.0,
     ) -> ImagePipelineOutput | tuple:
         """Colorize greyscale ``image`` (an RGB image's luminance is used); the output keeps its luminance.
 
         Args:
             image: one image or a list of them (see :meth:`edit`).
             {edit_args}
+            noise_level (`float` or ``"auto"``, defaults to 0): as :meth:`edit`; with noise the luminance
+                follows the input's only as far as the noise allows.
         """
         return self.edit(image, Colorization(), num_inference_steps=num_inference_steps, timesteps=timesteps,
                          strength=strength, class_labels=class_labels, num_images_per_prompt=num_images_per_prompt,
-                         generator=generator, output_type=output_type, return_dict=return_dict)
+                         generator=generator, output_type=output_type, return_dict=return_dict,
+                         noise_level=noise_level)
 
     @_edit_args()
     def super_resolve(
@@ -389,6 +444,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         factor: int = 4,
         colorize: bool = False,
         *,
+        kernel: str | None = None,
+        noise_level: float | str = 0.0,
         overlap: int | None = None,
         num_inference_steps: int | None = None,
         timesteps: list[int] | None = None,
@@ -399,9 +456,13 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         output_type: str = "pil",
         return_dict: bool = True,
     ) -> ImagePipelineOutput | tuple:
-        """Upscale ``image`` by ``factor``; each ``factor x factor`` block of the output averages to the input pixel.
+        """Upscale ``image`` by ``factor`` so that shrinking the result as ``kernel`` does gives the input back.
 
-        An input larger than ``resolution / factor`` is super-resolved in overlapping tiles of that
+        ``kernel``: the filter the small image was made with, as PIL's ``Image.resize`` shrinks
+        (``"bicubic"``, the default, ``"bilinear"``, ``"lanczos"``; ``cmedit.core.degradations.Downsample``;
+        restored by :meth:`edit`, from strength 0.5 unless given), or ``"box"`` (the default with
+        ``colorize``): each ``factor x factor`` block of the output averages to the input pixel (the
+        orthogonal operator of Algorithm 4). An input larger than ``resolution / factor`` is super-resolved in overlapping tiles of that
         size (``cmedit.fullres.tiles``), blended with block-constant weights, so the output is exactly
         ``factor`` times the input's size at full detail.
 
@@ -411,17 +472,42 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             colorize (`bool`, defaults to False): also colorize (only the luminance block means are known).
             overlap (`int`, *optional*): tiles only: overlap of neighbouring tiles in input pixels
                 (default: a quarter of a tile).
+            kernel (`str`, *optional*): ``"bicubic"``, ``"bilinear"``, ``"lanczos"`` or ``"box"`` (above).
+            noise_level (`float` or ``"auto"``, defaults to 0): noise on the small image, as :meth:`edit`.
             {edit_args}
         """
         check_int("factor", factor, low=2)
+        if kernel is None:
+            kernel = "box" if colorize else "bicubic"
+        if kernel != "box":
+            from .core.degradations import Downsample
+
+            if colorize:
+                raise ValueError("colorize is only available with kernel='box'")
+            if self.resolution % factor:
+                raise ValueError(f"factor {factor} does not divide the model resolution {self.resolution}")
+            return self.edit(image, Downsample(factor, kernel), num_inference_steps=num_inference_steps,
+                             timesteps=timesteps, strength=strength, class_labels=class_labels,
+                             num_images_per_prompt=num_images_per_prompt, generator=generator,
+                             output_type=output_type, return_dict=return_dict, noise_level=noise_level,
+                             overlap=overlap)
         if self.resolution % factor:
             raise ValueError(f"factor {factor} does not divide the model resolution {self.resolution}")
         if overlap is not None:
             check_int("overlap", overlap, low=0)
-        options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
-                              generator)
         check_output_type(output_type)
         low = images_to_tensor(image)
+        noise_level = resolve_noise_level(noise_level, low)
+        if noise_level and max(low.shape[-2:]) * factor > self.resolution:  # noisy tiles: the general path
+            from .core.degradations import Downsample
+
+            return self.edit(image, Downsample(factor, "box"), num_inference_steps=num_inference_steps,
+                             timesteps=timesteps, strength=strength, class_labels=class_labels,
+                             num_images_per_prompt=num_images_per_prompt, generator=generator,
+                             output_type=output_type, return_dict=return_dict, noise_level=noise_level,
+                             overlap=overlap)
+        options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
+                              generator, noise_level)
         self._note_domain(low.shape[-2] * factor, low.shape[-1] * factor)
         if max(low.shape[-2:]) * factor > self.resolution:
             with torch.inference_mode():

@@ -85,7 +85,7 @@ def main() -> None:
     greys = [image.convert("L") for image in originals]
     colorized = pipe.colorize(greys, generator=g(), **schedule).images
     smalls = [image.resize((size // 4, size // 4), Image.BOX) for image in originals]
-    upscaled = pipe.super_resolve(smalls, factor=4, generator=g(), **schedule).images
+    upscaled = pipe.super_resolve(smalls, factor=4, kernel="box", generator=g(), **schedule).images
 
     holes = []
     for image in originals:

@@ -68,7 +68,7 @@ def test_colorize_keeps_grey_levels(files, model_dir):
 
 def test_super_resolve_block_means(files, model_dir):
     tmp, image, _ = files
-    result = run("super-resolve", "--factor", 4, tmp / "small.png", "--model", model_dir, "--seed", 2, "-q",
+    result = run("super-resolve", "--factor", 4, "--kernel", "box", tmp / "small.png", "--model", model_dir, "--seed", 2, "-q",
                  "-o", tmp / "big.png")
     assert result.exit_code == 0, result.output
     out = np.asarray(Image.open(tmp / "big.png"), dtype=np.float64)

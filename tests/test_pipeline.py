@@ -79,7 +79,7 @@ def test_colorize_keeps_luminance(pipe, gray_input):
 @pytest.mark.parametrize("factor", [2, 4, 8])
 def test_super_resolve_block_means_give_back_the_input(pipe, factor):
     low = rgb(RESOLUTION // factor, RESOLUTION // factor, seed=4)
-    out = pipe.super_resolve(low, factor=factor, num_inference_steps=2, generator=seed(), output_type="np")
+    out = pipe.super_resolve(low, factor=factor, kernel="box", num_inference_steps=2, generator=seed(), output_type="np")
     high = out.images[0]
     assert high.shape == (RESOLUTION, RESOLUTION, 3)
     n = RESOLUTION // factor
@@ -90,7 +90,8 @@ def test_super_resolve_block_means_give_back_the_input(pipe, factor):
 
 def test_super_resolve_other_size_and_with_colorization(pipe):
     low = rgb(5, 7, seed=5)
-    high = pipe.super_resolve(low, factor=4, num_inference_steps=2, generator=seed(), output_type="np").images[0]
+    high = pipe.super_resolve(low, factor=4, kernel="box", num_inference_steps=2, generator=seed(),
+                              output_type="np").images[0]
     assert high.shape == (20, 28, 3)
     assert np.abs(high.reshape(5, 4, 7, 4, 3).mean(axis=(1, 3)) * 255 - low).max() < 0.01
     both = pipe.super_resolve(low, factor=4, colorize=True, num_inference_steps=2, generator=seed(),

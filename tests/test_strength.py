@@ -146,7 +146,7 @@ def test_inpaint_strength_lets_the_masked_content_guide_the_fill(pipe, size):
 def test_super_resolution_with_strength_keeps_block_means_whole_and_tiled(pipe):
     for size in (RESOLUTION // 4, RESOLUTION // 2):  # one tile; several tiles
         low = image_batch(9, size=size, batch=1)
-        out = pipe.super_resolve(low, factor=4, strength=0.5, num_inference_steps=2, generator=seeded(),
+        out = pipe.super_resolve(low, factor=4, kernel="box", strength=0.5, num_inference_steps=2, generator=seeded(),
                                  output_type="pt").images
         means = torch.nn.functional.avg_pool2d(out, 4)
         assert out.shape[-1] == 4 * size and torch.allclose(means, low, atol=1e-4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .files import file_options, run_whole_image_edits
-from .options import model_options, strength_option
+from .options import model_options, noise_level_option, strength_option
 
 
 @click.command(epilog="""\b
@@ -18,6 +18,7 @@ Examples:
 @strength_option(1.0, "Below 1, start part-way down the model's noise grid (this fraction of it, counted from "
                       "the clean end), from the input plus noise, instead of from pure noise (1, Algorithm 4): "
                       "lower keeps the result closer to the grey input.")
+@noise_level_option("Noise in the grey input: its luminance is then followed only as far as the noise allows.")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_colorized.png.")
 @model_options

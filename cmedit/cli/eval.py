@@ -14,6 +14,19 @@ from .options import DTYPES, check_strength, load_model, parse_timesteps, streng
 # The names of cmedit.evaluation.runner.TASKS, repeated here so that `cmedit eval --help` imports no torch
 # (tests/test_evaluation.py checks that the two agree).
 TASK_NAMES = ("inpaint_box", "inpaint_stroke", "colorize", "sr4")
+# Restoration of real degradations, measured at each --noise-level (not run by default).
+DEGRADATION_TASK_NAMES = ("sr4-bicubic", "deblur-gauss", "deblur-motion")
+
+
+def parse_noise_levels(ctx: click.Context, param: click.Parameter, value: str) -> list[float]:
+    """``"0,0.025,0.05"`` -> ``[0.0, 0.025, 0.05]``, each in ``[0, 1]``."""
+    try:
+        levels = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers such as 0,0.025,0.05, got {value!r}") from None
+    if not levels or any(not 0 <= level <= 1 for level in levels):
+        raise click.BadParameter(f"noise levels must lie in [0, 1] (pixel units), got {value!r}")
+    return levels
 
 
 def parse_seeds(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -30,10 +43,10 @@ def parse_seeds(ctx: click.Context, param: click.Parameter, value: str) -> list[
 def parse_tasks(ctx: click.Context, param: click.Parameter, value: str) -> list[str]:
     """``"inpaint_box,sr4"`` -> ``["inpaint_box", "sr4"]``, each one of :data:`TASK_NAMES`."""
     tasks = [part.strip() for part in value.split(",") if part.strip()]
-    unknown = [task for task in tasks if task not in TASK_NAMES]
+    unknown = [task for task in tasks if task not in TASK_NAMES + DEGRADATION_TASK_NAMES]
     if unknown or not tasks:
         raise click.BadParameter(f"unknown task {', '.join(unknown) or '(none)'}; "
-                                 f"choose from {', '.join(TASK_NAMES)}")
+                                 f"choose from {', '.join(TASK_NAMES + DEGRADATION_TASK_NAMES)}")
     return tasks
 
 
@@ -76,7 +89,11 @@ Examples:
 @click.option("--seeds", callback=parse_seeds, default="0,1,2", show_default=True, metavar="S1,S2,...",
               help="One cmedit run per seed; the table gives the mean and standard deviation over them.")
 @click.option("--tasks", callback=parse_tasks, default=",".join(TASK_NAMES), show_default=True, metavar="T1,T2,...",
-              help="Tasks to evaluate.")
+              help="Tasks to evaluate; also sr4-bicubic, deblur-gauss, deblur-motion (real degradations, at "
+                   "each --noise-level).")
+@click.option("--noise-level", "noise_levels", callback=parse_noise_levels, default="0", show_default=True,
+              metavar="S1,S2,...", help="Noise levels of the degradation tasks (standard deviation in [0, 1] "
+                                        "pixel units), each measured separately.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
               help="Evaluate only the first N images (in file-name order).  [default: all]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
@@ -95,7 +112,7 @@ Examples:
 @click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
               help="Weights' precision; auto is float16 on cuda and float32 elsewhere.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress messages on stderr.")
-def eval(sources, model, steps, timesteps, strength, seeds, tasks, limit, batch_size, mask_seed, features,  # noqa: A001
+def eval(sources, model, steps, timesteps, strength, seeds, tasks, noise_levels, limit, batch_size, mask_seed, features,  # noqa: A001
          json_path, overwrite, device, dtype, quiet) -> None:
     """Measure edit quality on held-out images (all of one size) and print a markdown table.
 
@@ -146,7 +163,7 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, limit, batch_
         progress = None if quiet else (lambda message: click.echo(message, err=True))
         results = evaluate(pipe, images, seeds=seeds, num_inference_steps=steps, timesteps=timesteps,
                            strength=strength, tasks=tasks, batch_size=batch_size, mask_seed=mask_seed,
-                           features=feature_net, progress=progress)
+                           features=feature_net, progress=progress, noise_levels=noise_levels)
     results["config"]["model"] = model if model is not None else "embedded default model"
     results["config"]["images"] = [str(path) for path in paths]
     click.echo(format_table(results), nl=False)

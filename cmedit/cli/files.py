@@ -214,9 +214,14 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
         raise SystemExit(1)
 
 
+def batch_key_for_noise(noise_level) -> Callable[[object], object]:
+    """Inputs batched by size, except with ``--noise-level auto``: then one file at a time (its own estimate)."""
+    return (lambda loaded: None) if noise_level == "auto" else same_size_key
+
+
 def run_whole_image_edits(method: str, task: str, *, images, output, strength, model, steps, timesteps, seed, device,
                           dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet,
-                          quality, no_alpha, max_pixels) -> None:
+                          quality, no_alpha, max_pixels, noise_level: float | str | None = None) -> None:
     """A command whose edit is ``pipe.<method>(images, ...)`` on whole images of any size, with the
     common options (``model_options``, ``file_options``, ``--strength``); files of one size share a
     batch, outputs are named ``<image>_<task>``, colour RGB with the input's alpha kept."""
@@ -227,15 +232,17 @@ def run_whole_image_edits(method: str, task: str, *, images, output, strength, m
     seed = pipe.seed(seed)
 
     edit = whole_image_edit(pipe, method, strength=strength, steps=steps, timesteps=timesteps, seed=seed,
-                            class_label=class_label, num_samples=num_samples, max_pixels=max_pixels)
+                            class_label=class_label, num_samples=num_samples, max_pixels=max_pixels,
+                            noise_level=noise_level)
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
-             max_pixels=max_pixels)
+             max_pixels=max_pixels, batch_key=batch_key_for_noise(noise_level))
 
 
 def whole_image_edit(pipe: Callable, method: str, *, strength: float, steps=None, timesteps=None, seed: int = 0,
                      class_label=None, num_samples: int = 1,
-                     max_pixels: int | None = None) -> Callable[[list], list[list[Result]]]:
+                     max_pixels: int | None = None,
+                     noise_level: float | str | None = None) -> Callable[[list], list[list[Result]]]:
     """The edit of ``cmedit colorize`` / ``img2img``: ``pipe().<method>`` on a ``LoadedImage`` batch -> each
     image's candidates (``Result``, colour RGB with the input's alpha kept). Used by the CLI and the web app."""
     from .options import candidate_generators, schedule_kwargs, split_candidates
@@ -247,7 +254,8 @@ def whole_image_edit(pipe: Callable, method: str, *, strength: float, steps=None
         for loaded in batch:  # the full-size copies of every candidate, refused up front
             check_pixels(f"{loaded.path}: the result", *loaded.rgb.shape[:2], num_samples,
                          max_pixels or DEFAULT_MAX_PIXELS)
-        out = getattr(pipe(), method)([loaded.rgb for loaded in batch], class_labels=class_label,
+        extra = {} if noise_level is None else {"noise_level": noise_level}  # colorize: --noise-level
+        out = getattr(pipe(), method)([loaded.rgb for loaded in batch], class_labels=class_label, **extra,
                                       num_images_per_prompt=num_samples,
                                       generator=candidate_generators(seed, len(batch), num_samples),
                                       output_type="np", **schedule_kwargs(steps, timesteps, strength=strength)).images

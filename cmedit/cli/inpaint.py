@@ -7,9 +7,9 @@ from typing import Callable
 
 import click
 
-from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
-from .options import (ModelLoader, candidate_generators, model_options, show_library_notes,
-                      schedule_kwargs, split_candidates, strength_option, user_errors)
+from .files import Result, batch_key_for_noise, expand_inputs, file_options, plan_jobs, run_jobs
+from .options import (ModelLoader, candidate_generators, model_options, noise_level_option, schedule_kwargs,
+                      show_library_notes, split_candidates, strength_option, user_errors)
 
 
 def inpaint_mask(loaded, mask_image, *, mask_name=None, resize_mask: bool = False, quiet: bool = False):
@@ -43,7 +43,7 @@ def inpaint_mask(loaded, mask_image, *, mask_name=None, resize_mask: bool = Fals
 def inpaint_edit(pipe: Callable, *, mask_image, mask_name=None, resize_mask: bool = False, context: float = 0.5,
                  feather: int = 3, strength: float = 1.0, steps=None, timesteps=None, seed: int = 0,
                  class_label=None, num_samples: int = 1, quiet: bool = False,
-                 max_pixels: int | None = None) -> Callable[[list], list[list[Result]]]:
+                 max_pixels: int | None = None, noise_level: float | str = 0.0) -> Callable[[list], list[list[Result]]]:
     """The edit of ``cmedit inpaint``: ``LoadedImage`` batch -> each image's candidates (``Result``).
 
     ``pipe`` returns the pipeline when called (loaded on first use). Used by the CLI and the web app.
@@ -68,6 +68,7 @@ def inpaint_edit(pipe: Callable, *, mask_image, mask_name=None, resize_mask: boo
                 check_pixels(f"{loaded.path}: the result", *loaded.rgb.shape[:2], num_samples, limit)
         generator = candidate_generators(seed, len(batch), num_samples)
         out = pipe().inpaint([loaded.rgb for loaded in batch], masks, context=context, feather=feather,
+                             noise_level=noise_level,
                              class_labels=class_label, num_images_per_prompt=num_samples, generator=generator,
                              output_type="np", **schedule_kwargs(steps, timesteps, strength=strength)).images
         results = []
@@ -103,11 +104,13 @@ Examples:
 @strength_option(1.0, "Below 1, start part-way down the model's noise grid (this fraction of it, counted "
                       "from the clean end) from the image itself plus noise, so what lies under the mask "
                       "guides the fill (lower keeps more of it); 1 ignores it (Algorithm 4).")
+@noise_level_option("Noise in the image: the fill follows the kept pixels only as far as the noise allows "
+                    "(they are written back as they are).")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_inpainted.png.")
 @model_options
 @file_options
-def inpaint(images, mask_path, resize_mask, context, feather, strength, output, model, steps, timesteps, seed, device,
+def inpaint(images, mask_path, resize_mask, context, feather, strength, noise_level, output, model, steps, timesteps, seed, device,
             dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality,
             no_alpha, max_pixels) -> None:
     """Fill the masked area of each IMAGE; every pixel outside it is kept exactly."""
@@ -125,7 +128,8 @@ def inpaint(images, mask_path, resize_mask, context, feather, strength, output, 
 
     edit = inpaint_edit(pipe, mask_image=mask_image, mask_name=mask_path, resize_mask=resize_mask, context=context,
                         feather=feather, strength=strength, steps=steps, timesteps=timesteps, seed=seed,
-                        class_label=class_label, num_samples=num_samples, quiet=quiet, max_pixels=max_pixels)
+                        class_label=class_label, num_samples=num_samples, quiet=quiet, max_pixels=max_pixels,
+                        noise_level=noise_level)
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
-             max_pixels=max_pixels)
+             max_pixels=max_pixels, batch_key=batch_key_for_noise(noise_level))

@@ -57,6 +57,7 @@ def model_options(command: Callable) -> Callable:
     def with_preset_schedule(*args, model=None, steps=None, timesteps=None, quiet=False, **kwargs):
         remember_text_options(kwargs)
         strength = kwargs.get("strength", 1.0)
+        strength = 1.0 if strength is None else strength  # None: the library's default (restorations)
         check_strength(strength, timesteps)
         timesteps = preset_timesteps(model, steps, timesteps, strength, quiet)
         return command(*args, model=model, steps=steps, timesteps=timesteps, quiet=quiet, **kwargs)
@@ -342,3 +343,31 @@ def strength_option(default: float, help: str) -> Callable:
     """``--strength``: where an edit's steps start on the noise grid, in (0, 1] (``pipe.edit``)."""
     return click.option("--strength", type=click.FloatRange(min=0, max=1, min_open=True), default=default,
                         show_default=True, help=help)
+
+
+class NoiseLevel(click.ParamType):
+    """``--noise-level``: a number in ``[0, 1]`` (pixel units) or ``auto``; returned as a float or ``"auto"``."""
+
+    name = "noise level"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            number = float(text)
+        except ValueError:
+            self.fail(f"expected a number in [0, 1] or 'auto', got {value!r}", param, ctx)
+        if not 0 <= number <= 1:
+            self.fail(f"must be in [0, 1] (standard deviation in pixel units, 0.05 ~ 13 of 255 levels), "
+                      f"got {value}", param, ctx)
+        return number
+
+
+def noise_level_option(help: str) -> Callable:
+    """``--noise-level``: the input's Gaussian noise (``cmedit.core.noise``), default 0."""
+    return click.option("--noise-level", type=NoiseLevel(), default=0.0, show_default=True, metavar="SIGMA|auto",
+                        help=help + " Standard deviation in [0, 1] pixel units (0.05 ~ 13 of 255 levels), or "
+                                    "'auto' to estimate it from each input.")

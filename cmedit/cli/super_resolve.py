@@ -1,4 +1,4 @@
-"""``cmedit super-resolve``: upscale by an integer factor, keeping each block's mean."""
+"""``cmedit super-resolve``: upscale by an integer factor so that shrinking the result gives the input back."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ from typing import Callable
 
 import click
 
-from .files import Result, expand_inputs, file_options, plan_jobs, run_jobs
+from .files import Result, batch_key_for_noise, expand_inputs, file_options, plan_jobs, run_jobs
 from .options import (ModelLoader, candidate_generators, model_options,
-                      schedule_kwargs, split_candidates, strength_option)
+                      noise_level_option, schedule_kwargs, split_candidates, strength_option)
 
 
 def super_resolve_edit(pipe: Callable, *, factor: int = 4, also_colorize: bool = False, overlap: int | None = None,
                        strength: float = 1.0, steps=None, timesteps=None, seed: int = 0, class_label=None,
-                       num_samples: int = 1, max_pixels: int | None = None) -> Callable[[list], list[list[Result]]]:
+                       num_samples: int = 1, max_pixels: int | None = None, kernel: str | None = None,
+                       noise_level: float | str = 0.0) -> Callable[[list], list[list[Result]]]:
     """The edit of ``cmedit super-resolve``: ``LoadedImage`` batch -> each image's candidates (``Result``).
 
     ``pipe`` returns the pipeline when called (loaded on first use). Used by the CLI and the web app.
@@ -30,6 +31,7 @@ def super_resolve_edit(pipe: Callable, *, factor: int = 4, also_colorize: bool =
                          loaded.rgb.shape[1] * factor, num_samples, max_pixels or DEFAULT_MAX_PIXELS)
         generator = candidate_generators(seed, len(batch), num_samples)
         out = pipe().super_resolve([loaded.rgb for loaded in batch], factor=factor, colorize=also_colorize,
+                                   kernel=kernel, noise_level=noise_level,
                                    overlap=overlap, class_labels=class_label, num_images_per_prompt=num_samples,
                                    generator=generator, output_type="np",
                                    **schedule_kwargs(steps, timesteps, strength=strength)).images
@@ -49,10 +51,16 @@ def super_resolve_edit(pipe: Callable, *, factor: int = 4, also_colorize: bool =
 Examples:
   cmedit super-resolve --factor 4 samples/face_8x8.png -o big.png
   cmedit super-resolve --factor 4 --colorize samples/animal_8x8.png -o big_color.png
+  cmedit super-resolve --factor 4 --kernel bicubic --noise-level 0.025 samples/face_8x8.png -o big.png
 """)
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
 @click.option("--factor", "-f", type=click.IntRange(min=2), default=4, show_default=True,
               help="Upscaling factor; must divide the model's resolution (2, 4, 8, ...).")
+@click.option("--kernel", type=click.Choice(["bicubic", "bilinear", "lanczos", "box"]), default=None,
+              help="How the small image was made: PIL's antialiased shrink with this filter "
+              "(as Image.resize, MATLAB's imresize); the result shrunk so gives the input back. 'box': "
+              "each FACTOR x FACTOR block averages to the input pixel.  [default: bicubic; box with --colorize]")
+@noise_level_option("Noise in the small image: the result then follows it only as far as the noise allows.")
 @click.option("--colorize", "also_colorize", is_flag=True,
               help="Colorize at the same time (only the luminance of each block is kept).")
 @click.option("--overlap", type=click.IntRange(min=0), default=None, metavar="PIXELS",
@@ -65,17 +73,22 @@ Examples:
               "Default: ./<image>_x<factor>.png.")
 @model_options
 @file_options
-def super_resolve(images, factor, also_colorize, overlap, strength, output, model, steps, timesteps, seed, device,
+def super_resolve(images, factor, kernel, noise_level, also_colorize, overlap, strength, output, model, steps, timesteps, seed, device,
                   dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality,
                   no_alpha, max_pixels) -> None:
-    """Upscale each IMAGE by FACTOR; averaging each FACTOR x FACTOR output block gives the input back."""
+    """Upscale each IMAGE by FACTOR; shrinking the result as KERNEL does gives the input back."""
+    if kernel is None:
+        kernel = "box" if also_colorize else "bicubic"
+    if also_colorize and kernel != "box":
+        raise click.UsageError("--colorize needs --kernel box (block means of the luminance)")
     jobs = plan_jobs(expand_inputs(images), output, f"x{factor}", num_samples)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
     seed = pipe.seed(seed)
 
     edit = super_resolve_edit(pipe, factor=factor, also_colorize=also_colorize, overlap=overlap, strength=strength,
                               steps=steps, timesteps=timesteps, seed=seed, class_label=class_label,
-                              num_samples=num_samples, max_pixels=max_pixels)
+                              num_samples=num_samples, max_pixels=max_pixels, kernel=kernel,
+                              noise_level=noise_level)
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
-             max_pixels=max_pixels)
+             max_pixels=max_pixels, batch_key=batch_key_for_noise(noise_level))

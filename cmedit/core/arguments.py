@@ -60,6 +60,7 @@ class EditOptions:
         class_labels: for class-conditional models (one for all, or one per image); random if ``None``.
         num_images_per_prompt: candidates per input image (adjacent in the output).
         generator: one ``torch.Generator``, or one per output image (``images x candidates``).
+        noise_level: the input's Gaussian noise in ``[0, 1]`` pixel units (``cmedit.core.noise``); 0: exact.
     """
 
     num_inference_steps: int | None = None
@@ -68,8 +69,12 @@ class EditOptions:
     class_labels: ClassLabels = None
     num_images_per_prompt: int = 1
     generator: Generators = None
+    noise_level: float = 0.0
 
     def __post_init__(self) -> None:
+        from .noise import check_noise_level
+
+        check_noise_level(self.noise_level)
         if self.num_inference_steps is not None:
             check_int("num_inference_steps", self.num_inference_steps, low=1)
         check_int("num_images_per_prompt", self.num_images_per_prompt, low=1)

@@ -49,6 +49,15 @@ class Operator:
         omega = self.mask(x.shape, x.device, x.dtype)
         return y0 + self.AT(self.A(x) * omega)
 
+    def project_noisy(self, x: torch.Tensor, y0: torch.Tensor, eta: float) -> torch.Tensor:
+        """The regularised back-projection ``x + A^+_eta (y - A x)`` for a noisy ``y`` (``eta > 0``).
+
+        ``A`` being orthogonal, every known component has singular value 1: it moves the fraction
+        ``1 / (1 + eta)`` of the way from ``x`` to ``y`` (``eta = 0`` is :meth:`project`).
+        """
+        omega = self.mask(x.shape, x.device, x.dtype)
+        return x + self.AT(self.A(y0 - x) * ((1 - omega) / (1 + eta)))
+
     def fit_range(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Bring a projected ``x`` into ``[-1, 1]`` without changing its known components.
 
@@ -63,6 +72,11 @@ class Operator:
 
     def check_shape(self, shape: torch.Size) -> None:
         """Raise ``ValueError`` if this operator cannot act on pixel tensors of ``shape``."""
+
+    # Scales the pixel noise level in the noisy projection's eta (cmedit.core.noise): the ratio of a
+    # measured direction's noise to its prior spread. 1 for the orthogonal operators: a block mean's
+    # (or the luminance's) coefficient carries the factor (1 / |lum|) in its noise and in its spread alike.
+    noise_gain: float = 1.0
 
     def _cast(self, name: str, tensor: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """``tensor`` on ``device`` in ``dtype``, cast once and reused: the sampling loop asks every step.
@@ -272,10 +286,11 @@ def compose(first: PatchOperator, second: PatchOperator) -> PatchOperator:
         second.known, known_patch.repeat(c)
     ):
         raise ValueError("the patch operator must treat every channel the same way to be composed")
-    return PatchOperator(
+    composed = PatchOperator(
         torch.kron(first.q, q_patch),
         (first.known[:, None] & known_patch[None, :]).reshape(-1),
         patch=p,
         channels=c,
     )
+    return composed
 

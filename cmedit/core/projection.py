@@ -9,6 +9,8 @@ next level's noise, drawing that noise exactly as the wrapped scheduler would.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from diffusers import CMStochasticIterativeScheduler
 from diffusers.schedulers.scheduling_consistency_models import CMStochasticIterativeSchedulerOutput
@@ -24,15 +26,28 @@ class MaskedProjectionScheduler:
         scheduler: the wrapped scheduler; its config (sigmas, ``sigma_data``, ``s_noise``,
             ``clip_denoised``) and its ``set_timesteps`` are used unchanged.
         operator: the edit's ``A``, ``A^T`` and ``Omega`` (1 = generate, 0 = known).
-        y: reference image ``(B, C, H, W)`` in ``[-1, 1]`` on the sampling device and dtype.
+        y: reference image ``(B, C, H, W)`` in ``[-1, 1]`` on the sampling device and dtype (for a
+            general ``cmedit.core.linear.LinearOperator``, ``A^+`` of the measurement).
+        eta: 0 (default) projects exactly, ``P(x) = x + A^+(y - A x)``; ``eta > 0`` (a noisy ``y``)
+            applies the regularised back-projection ``x + A^+_eta (y - A x)`` instead; a function of
+            a step's sigma gives each step its own (``cmedit.core.noise``; design.md, degradations).
     """
 
-    def __init__(self, scheduler: CMStochasticIterativeScheduler, operator: Operator, y: torch.Tensor) -> None:
+    def __init__(self, scheduler: CMStochasticIterativeScheduler, operator: Operator, y: torch.Tensor,
+                 eta: float | Callable[[float], float] = 0.0) -> None:
         if not isinstance(scheduler, CMStochasticIterativeScheduler):
             raise TypeError(f"expected a CMStochasticIterativeScheduler, got {type(scheduler).__name__}")
         operator.check_shape(y.shape)
         self.scheduler = scheduler
         self.operator = operator
+        if not callable(eta) and not eta >= 0:
+            raise ValueError(f"eta must be >= 0, got {eta}")
+        self.eta = eta if callable(eta) else float(eta)
+        self._etas: list[float] = []
+        # With noise, leave the last step's estimate unprojected (cmedit.core.noise.FINAL_DENOISE).
+        from .noise import FINAL_DENOISE
+
+        self.final_denoise = FINAL_DENOISE
         self.y0 = operator.known_part(y)  # computed once per edit, not per step
         self._step_index: int | None = None
         self._scalings: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
@@ -62,6 +77,8 @@ class MaskedProjectionScheduler:
         """Set the sigma schedule exactly as the wrapped scheduler does (docs/design.md, section 2)."""
         self.scheduler.set_timesteps(num_inference_steps=num_inference_steps, device=device, timesteps=timesteps)
         self._scalings = [self._step_scalings(n) for n in range(len(self.timesteps))]
+        self._etas = [float(self.eta(float(self.sigmas[n]))) if callable(self.eta) else self.eta
+                      for n in range(len(self.timesteps))]
         self._step_index = 0
 
     def _step_scalings(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -105,7 +122,13 @@ class MaskedProjectionScheduler:
         denoised = c_out * model_output + c_skip * sample
         if config.clip_denoised:
             denoised = denoised.clamp(-1, 1)
-        denoised = self.operator.project(denoised, self.y0)
+        eta = self._etas[index]
+        if eta and self.final_denoise and index == len(self.timesteps) - 1:
+            pass  # noisy y: the last step keeps the network's denoised estimate (CM4IR's last step)
+        elif eta:
+            denoised = self.operator.project_noisy(denoised, self.y0, eta)
+        else:
+            denoised = self.operator.project(denoised, self.y0)
 
         # The same draw as CMStochasticIterativeScheduler.step (docs/design.md, section 5).
         if len(self.timesteps) > 1:

@@ -64,6 +64,8 @@ from ..pipeline import ConsistencyEditPipeline
 from .features import FeatureNet, kernel_distance
 
 TASKS = ("inpaint_box", "inpaint_stroke", "colorize", "sr4")
+# Restoration of real degradations at one or more noise levels (cmedit.evaluation.degradation_tasks).
+DEGRADATION_TASKS = ("sr4-bicubic", "deblur-gauss", "deblur-motion")
 SR_FACTOR = 4
 INPAINT_RADIUS = 3
 # Columns of the table: metric key, header, number format.
@@ -208,7 +210,7 @@ def run_cmedit(pipe: ConsistencyEditPipeline, task: TaskData, seed: int, batch_s
         elif task.name == "colorize":
             result = pipe.colorize(batch, **kwargs)
         else:
-            result = pipe.super_resolve(batch, factor=SR_FACTOR, **kwargs)
+            result = pipe.super_resolve(batch, factor=SR_FACTOR, kernel="box", **kwargs)
         outputs += list(encode(result.images, None, 8, False, "PNG"))  # 8 bits, as cmedit writes files
     return outputs
 
@@ -226,6 +228,7 @@ def evaluate(
     mask_seed: int = 0,
     features: FeatureNet | None = None,
     progress: Callable[[str], None] | None = None,
+    noise_levels: Sequence[float] = (0.0,),
 ) -> dict:
     """Measure cmedit's edits and the baselines' on ``images`` (``(H, W, 3)`` uint8, one size).
 
@@ -245,6 +248,8 @@ def evaluate(
         features: a feature network of the images' domain and size (``cmedit.evaluation.features``);
             adds the ``kid_x1000`` metric. Needs ``torchmetrics``.
         progress: called with a short message before each run (e.g. ``click.echo``).
+        noise_levels: the degradation tasks (:data:`DEGRADATION_TASKS`) run at each of these noise
+            levels (``[0, 1]`` pixel units), reported as ``"<task> (noise <level>)"``.
 
     Returns a JSON-ready dict (:func:`to_json`): ``config`` and, per task, ``methods`` ->
     method -> metric -> ``{"mean", "std", "values"}`` (``values``: one per seed for cmedit, one for a
@@ -266,15 +271,30 @@ def evaluate(
                 "timesteps": None if timesteps is None else [int(t) for t in timesteps]}
     calls = schedule if strength == 1 else {"num_inference_steps": len(timesteps), "strength": strength}
     report = progress or (lambda message: None)
-    run_cmedit(pipe, prepare_task(tasks[0], images[:1], mask_seed), seeds[0], 1, calls)  # untimed warm-up
+    classic = [name for name in tasks if name in TASKS]
+    if classic:
+        run_cmedit(pipe, prepare_task(classic[0], images[:1], mask_seed), seeds[0], 1, calls)  # untimed warm-up
+    else:
+        from .degradation_tasks import degrade, run_cmedit as restore_run
+
+        restore_run(pipe, tasks[0], degrade(tasks[0], images[:1], 0.0), 0.0, seeds[0], 1, calls)
     results = {"config": {
         "num_images": len(images), "image_size": list(images[0].shape[:2]), "seeds": seeds, "tasks": list(tasks),
         **schedule, "strength": float(strength), "batch_size": batch_size, "mask_seed": mask_seed,
         "features": None if features is None else features.config, "model_resolution": pipe.resolution,
+        "noise_levels": [float(level) for level in noise_levels],
         "device": str(pipe.device), "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "versions": versions(), "machine": f"{platform.machine()}, {platform.processor() or 'unknown CPU'}",
     }, "tasks": {}}
     for name in tasks:
+        if name in DEGRADATION_TASKS:
+            from .degradation_tasks import evaluate_task
+
+            for level in noise_levels:
+                entry = evaluate_task(pipe, images, name, float(level), seeds, batch_size, calls, features, report)
+                results["tasks"][f"{name} (noise {level:g})"] = {
+                    "methods": {method: summarize(runs) for method, runs in entry["methods"].items()}}
+            continue
         task = prepare_task(name, images, mask_seed)
         methods: dict[str, list[dict[str, float]]] = {"cmedit": []}
         for seed in seeds:
@@ -309,8 +329,8 @@ def check_images(images: Sequence[np.ndarray], tasks: Sequence[str]) -> list[np.
     if not tasks:
         raise ValueError(f"give at least one task of {', '.join(TASKS)}")
     for name in tasks:
-        if name not in TASKS:
-            raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
+        if name not in TASKS + DEGRADATION_TASKS:
+            raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS + DEGRADATION_TASKS)}")
     for image in images:
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError("images must be (H, W, 3) uint8 arrays")
@@ -319,7 +339,7 @@ def check_images(images: Sequence[np.ndarray], tasks: Sequence[str]) -> list[np.
     height, width = images[0].shape[:2]
     if min(height, width) < 8:
         raise ValueError(f"images must be at least 8x8 pixels (SSIM's 7x7 window), got {width}x{height}")
-    if "sr4" in tasks and (height % SR_FACTOR or width % SR_FACTOR):
+    if ("sr4" in tasks or "sr4-bicubic" in tasks) and (height % SR_FACTOR or width % SR_FACTOR):
         raise ValueError(f"sr4 needs sizes divisible by {SR_FACTOR}, got {width}x{height}")
     return images
 

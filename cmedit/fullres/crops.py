@@ -201,7 +201,7 @@ def edit_crops(
         generator = generator[0] if len(generator) == 1 else [generator[int(owner) * k + j]
                                                               for owner in owners for j in range(k)]
     piece_options = EditOptions(options.num_inference_steps, options.timesteps, options.strength, labels, k,
-                                generator)
+                                generator, options.noise_level)
     return pipe.edit_tensor(crops, operator, piece_options)
 
 

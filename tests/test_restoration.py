@@ -1,0 +1,98 @@
+"""Restoration with general linear operators through the pipeline: consistency, tiles, noise, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cmedit.core.arguments import EditOptions
+from cmedit.core.degradations import Downsample, GaussianBlur, MotionBlur
+from cmedit.core.noise import resolve_noise_level
+from cmedit.core.operators import Inpainting, SuperResolution
+from cmedit.core.projection import MaskedProjectionScheduler
+from conftest import RESOLUTION, tiny_scheduler
+
+
+def smooth(h, w, seed=0) -> np.ndarray:
+    """A smooth uint8 image in [50, 200] (so that restorations need no clipping)."""
+    small = np.random.RandomState(seed).randint(50, 200, (max(h // 4, 2), max(w // 4, 2), 3), dtype=np.uint8)
+    return np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC))
+
+
+def to_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image.astype(np.float64) / 255).permute(2, 0, 1)[None]
+
+
+def gen(n=0):
+    return torch.Generator().manual_seed(n)
+
+
+def test_range_null_space_step_equals_algorithm_4_for_box_downsampling():
+    y = torch.rand(2, 3, 16, 16) * 2 - 1
+    x = torch.randn(2, 3, 16, 16)
+    orthogonal = MaskedProjectionScheduler(tiny_scheduler(), SuperResolution(4), y)
+    general = MaskedProjectionScheduler(tiny_scheduler(), Downsample(4, "box"), y)
+    for wrapper in (orthogonal, general):
+        wrapper.set_timesteps(2)
+    a = orthogonal.step(x, orthogonal.timesteps[0], torch.zeros_like(x), generator=gen(), return_dict=False)[0]
+    b = general.step(x, general.timesteps[0], torch.zeros_like(x), generator=gen(), return_dict=False)[0]
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(RESOLUTION // 4, RESOLUTION // 4), (7, 5)])  # one tile; tiles
+def test_bicubic_super_resolution_shrinks_back_to_the_input(pipe, size):
+    low = np.asarray(Image.fromarray(smooth(size[0] * 4, size[1] * 4, 1)).resize(size[::-1], Image.Resampling.BICUBIC))
+    out = pipe.super_resolve(low, factor=4, num_inference_steps=2, generator=gen(), output_type="pt").images
+    assert out.shape == (1, 3, size[0] * 4, size[1] * 4)
+    shrunk = Downsample(4, "bicubic").A(out.double())
+    assert (shrunk - to_tensor(low)).abs().max() < 1.5 / 255
+
+
+@pytest.mark.parametrize("blur,size", [(GaussianBlur(1.0), (RESOLUTION, RESOLUTION)), (GaussianBlur(1.0), (20, 28)),
+                                       (MotionBlur(5, 30), (RESOLUTION, RESOLUTION))])
+def test_deblurred_image_blurs_back_to_the_input(pipe, blur, size):
+    blurred = blur.A(to_tensor(smooth(*size, seed=2)))
+    image = (blurred[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    out = pipe.deblur(image, blur, num_inference_steps=2, generator=gen(), output_type="pt").images
+    assert out.shape == (1, 3, *size)
+    # Exact on the kept singular directions; the cut-off ones (below 1% of the largest) hold a little of y.
+    assert (blur.A(out.double()) - to_tensor(image)).abs().max() < 0.02
+    assert (out.double() - to_tensor(image)).abs().max() > 0.02  # it changed the image
+
+
+def test_noise_level_pulls_known_pixels_only_part_way(pipe):
+    image = smooth(RESOLUTION, RESOLUTION, 3)
+    mask = np.zeros((RESOLUTION, RESOLUTION), np.uint8)
+    mask[4:10, 4:10] = 255
+    kwargs = dict(num_inference_steps=2, output_type="np")
+    exact = pipe.inpaint(image, mask, generator=gen(), **kwargs).images[0]
+    noisy = pipe.inpaint(image, mask, noise_level=0.1, generator=gen(), **kwargs).images[0]
+    keep = mask == 0
+    assert np.abs(exact[keep] * 255 - image[keep]).max() < 0.51
+    assert np.abs(noisy[keep] * 255 - image[keep]).max() > 1  # not copied: regularised towards the model
+
+
+def test_auto_noise_level_estimates_the_noise():
+    clean = torch.from_numpy(smooth(64, 64, 4).copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    noisy = clean + 2 * 0.05 * torch.randn(clean.shape, generator=gen())
+    assert abs(resolve_noise_level("auto", noisy) - 0.05) < 0.01
+    assert resolve_noise_level("auto", clean) < 0.01
+
+
+def test_bad_restoration_inputs(pipe):
+    image = smooth(8, 8)
+    with pytest.raises(ValueError, match=r"noise level must be in \[0, 1\]"):
+        pipe.super_resolve(image, factor=2, noise_level=-0.1)
+    with pytest.raises(TypeError, match="integer"):
+        pipe.super_resolve(image, factor=2.5)
+    with pytest.raises(ValueError, match="larger than the image"):
+        pipe.deblur(image, GaussianBlur(3.0))
+    with pytest.raises(ValueError, match="sum to a positive"):
+        pipe.deblur(image, np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="only available with kernel='box'"):
+        pipe.super_resolve(image, factor=2, kernel="bicubic", colorize=True)
+    with pytest.raises(ValueError, match="model's size"):
+        pipe.edit_tensor(torch.zeros(1, 3, 8, 8), Downsample(2), EditOptions())
+    assert isinstance(Inpainting(torch.ones(1, 1, 2, 2)), Inpainting)
