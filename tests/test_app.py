@@ -153,8 +153,11 @@ def test_super_resolve_and_a_bad_factor(page):
     factor.fill("4")
     result = run(page, "run-super-resolve")
     assert result.shape == (32, 32, 3)
-    block_means = result.reshape(8, 4, 8, 4, 3).mean(axis=(1, 3))
-    assert np.abs(block_means - small).max() <= 1  # each 4x4 block averages to the input pixel
+    # The default kernel: PIL's bicubic shrink of the result gives the input back, to the 8-bit rounding
+    # and [0, 255] clipping of the output (which the bicubic's negative lobes amplify a little).
+    shrunk = np.stack([np.asarray(Image.fromarray(result[..., c].astype(np.float32), "F").resize(
+        (8, 8), Image.BICUBIC)) for c in range(3)], axis=-1)
+    assert np.abs(shrunk - small).max() <= 3 and np.abs(shrunk - small).mean() < 0.5
     page.click("#use-as-input")  # the result becomes the image to edit
     page.locator("#image-file").get_by_text("face_8x8_x4").wait_for()  # the page shows .png apart
 

@@ -110,11 +110,14 @@ def run_edit(models: ModelCache, edit: str, source: str | Path | None, sampling:
              mask_image=None, mask_name: str = "the painted mask", resize_mask: bool = False,
              strength: float = 1.0, context: float = 0.5, feather: int = 3, left: int = 0, right: int = 0,
              top: int = 0, bottom: int = 0, factor: int = 4, also_colorize: bool = False,
+             kernel: str | None = None, noise_level: float | str = 0.0,
              out_dir: str | Path | None = None) -> tuple[list[Path], int]:
     """Run ``edit`` (one of :data:`EDITS`) on the image file ``source`` as the CLI would; write the
     candidates into ``out_dir`` (a new temporary folder by default) with the CLI's names.
 
     ``mask_image`` (inpaint): a PIL image, white = fill; None fills the image's transparent pixels.
+    ``kernel`` and ``noise_level`` (super-resolve): how the small image was made, as ``--kernel`` and
+    ``--noise-level`` (``None`` or ``"default"``: the library's default kernel).
     Returns the written files and the seed used. Raises ``ValueError`` (one line) for bad input.
     """
     from ..cli.files import plan_jobs, write_result
@@ -149,7 +152,9 @@ def run_edit(models: ModelCache, edit: str, source: str | Path | None, sampling:
     elif edit == "super_resolve":
         from ..cli.super_resolve import super_resolve_edit
 
-        run = super_resolve_edit(pipe, factor=int(factor), also_colorize=also_colorize, **common)
+        run = super_resolve_edit(pipe, factor=int(factor), also_colorize=also_colorize,
+                                 kernel=None if kernel in (None, "", "default") else kernel,
+                                 noise_level=noise_level, **common)
         task = f"x{int(factor)}"
     else:
         from ..cli.files import whole_image_edit

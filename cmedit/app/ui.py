@@ -152,6 +152,11 @@ def build_app(model: str | None = None, device: str = "auto", preload: bool = Fa
                         factor = gr.Number(value=4, precision=0, minimum=2, label="Factor (divides the model's size)",
                                            elem_id="factor")
                         also_colorize = gr.Checkbox(label="Colorize too")
+                        kernel = gr.Dropdown(["default", "bicubic", "bilinear", "lanczos", "box"], value="default",
+                                             label="How the small image was made (default: bicubic; box with "
+                                                   "colorize)", elem_id="kernel")
+                        sr_noise = gr.Number(value=0, minimum=0, maximum=1, label="Noise level (0-1)",
+                                             elem_id="noise-level")
                         sr_strength = gr.Slider(0.05, 1, value=1, step=0.05, label="Strength")
                         buttons["super_resolve"] = gr.Button("Super-resolve", variant="primary",
                                                              elem_id="run-super-resolve")
@@ -195,9 +200,10 @@ def build_app(model: str | None = None, device: str = "auto", preload: bool = Fa
                        strength=strength)
 
         def super_resolve(image, image_file, model, steps, timesteps, seed, candidates, class_label, factor,
-                          also_colorize, strength, progress=gr.Progress(track_tqdm=True)):
+                          also_colorize, kernel, noise_level, strength, progress=gr.Progress(track_tqdm=True)):
             return run("super_resolve", image, image_file, model, steps, timesteps, seed, candidates, class_label,
-                       factor=factor, also_colorize=also_colorize, strength=strength)
+                       factor=factor, also_colorize=also_colorize, kernel=kernel, noise_level=float(noise_level or 0),
+                       strength=strength)
 
         def img2img(image, image_file, model, steps, timesteps, seed, candidates, class_label, strength,
                     progress=gr.Progress(track_tqdm=True)):
@@ -212,7 +218,7 @@ def build_app(model: str | None = None, device: str = "auto", preload: bool = Fa
             "inpaint": (inpaint, [mask_file, resize_mask, inpaint_strength, context, inpaint_feather]),
             "outpaint": (outpaint, [left, right, top, bottom, outpaint_strength, outpaint_feather]),
             "colorize": (colorize, [colorize_strength]),
-            "super_resolve": (super_resolve, [factor, also_colorize, sr_strength]),
+            "super_resolve": (super_resolve, [factor, also_colorize, kernel, sr_noise, sr_strength]),
             "img2img": (img2img, [img2img_strength]),
             "generate": (generate, []),
         }

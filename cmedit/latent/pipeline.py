@@ -301,6 +301,8 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
     def edit_tensor(self, y: torch.Tensor, operator: Operator, options: EditOptions) -> torch.Tensor:
         """Algorithm 4 in latent space on ``y`` ``(B, 3, H, W)`` in ``[-1, 1]`` (also called by ``cmedit.fullres``
         on crops and tiles); returns ``(B * K, 3, H, W)`` float32 in ``[-1, 1]`` whose known components equal ``y``'s."""
+        if getattr(options, "noise_level", 0):
+            raise ValueError("latent models take no noise_level: the known part is injected exactly")
         self.class_labels_for(options.class_labels, len(y), options.generator)
         options.check_batch(len(y))
         text = self._call_text or self._text(None, None, None, None)
@@ -372,9 +374,16 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
     def super_resolve(self, image: ImageBatchInput, factor: int = 4, colorize: bool = False, *, prompt=None,
                       negative_prompt=None, guidance_scale: float | None = None, prompt_embeds=None, **kwargs):
         """Upscale by ``factor``; each output block averages to its input pixel. Inputs whose output would be
-        larger than the native resolution are done in overlapping tiles (``cmedit.fullres.tiles``)."""
+        larger than the native resolution are done in overlapping tiles (``cmedit.fullres.tiles``).
+
+        Latent models take the box kernel only (exact block means) and no ``noise_level``: the general
+        linear operators' restoration (bicubic, blur, noise) runs on pixel consistency models."""
+        kernel = kwargs.pop("kernel", None)
+        if kernel not in (None, "box") or kwargs.get("noise_level"):
+            raise ValueError("latent models super-resolve with kernel='box' and without noise_level only "
+                             "(bicubic, blur and noise restoration need a pixel consistency model)")
         with self._text_for_call(prompt, negative_prompt, guidance_scale, prompt_embeds):
-            return ConsistencyEditPipeline.super_resolve(self, image, factor, colorize, **kwargs)
+            return ConsistencyEditPipeline.super_resolve(self, image, factor, colorize, kernel="box", **kwargs)
 
     def outpaint(self, image: ImageBatchInput, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0, *,
                  feather: int = 3, **kwargs):
