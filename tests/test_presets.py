@@ -90,10 +90,12 @@ def test_offline_a_name_says_where_to_put_the_file(tmp_path, monkeypatch):
         raise OSError(f"Cannot load model {source}: the model is not fully cached locally")
 
     monkeypatch.setattr(ConsistencyEditPipeline, "from_pretrained", offline)
+    # The latent-model check's hub request fails offline as from_pretrained does (without waiting on it here).
+    monkeypatch.setattr("cmedit.latent.loading.read_model_index", offline)
     with pytest.raises(ModelLoadError) as info:
         load_pipeline("ct_imagenet64")
     message = str(info.value)
-    assert asked == ["openai/diffusers-ct_imagenet64"] and "\n" not in message
+    assert asked == ["openai/diffusers-ct_imagenet64"] and "\n" not in message  # a released model: no latent check
     assert "https://openaipublic.blob.core.windows.net/consistency/ct_imagenet64.pt" in message
     assert str(tmp_path / "cmedit" / "ct_imagenet64.pt") in message
     with pytest.raises(ModelLoadError, match="cannot be loaded from the Hugging Face hub"):

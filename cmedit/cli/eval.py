@@ -68,10 +68,11 @@ def image_paths(sources: tuple[str, ...]) -> list[Path]:
 
 @click.command(epilog="""\b
 Examples:
-  cmedit eval samples/heldout --timesteps 22,0 --seeds 0,1,2 --limit 64 --json eval.json
-  cmedit eval samples/heldout --steps 1 --limit 64 --tasks inpaint_box,sr4
-  cmedit eval samples/heldout --steps 8 --strength 0.6 --limit 64 --tasks colorize,sr4
-  cmedit eval 'samples/heldout/1f1*.png' --model cmedit/models/default_model --seeds 0 --batch-size 64
+  cmedit eval samples/heldout --timesteps 22,0 --seeds 0,1 --limit 16 --json eval.json
+  cmedit eval samples/heldout --steps 1 --limit 16 --tasks inpaint_box,sr4
+  cmedit eval samples/heldout --steps 8 --strength 0.6 --limit 16 --seeds 0 --tasks colorize,sr4
+  cmedit eval samples/heldout --tasks deblur-gauss --noise-level 0,0.025 --limit 8 --seeds 0
+  cmedit eval 'samples/heldout/1f1e*.png' --model cmedit/models/default_model --seeds 0 --tasks colorize
 """)
 @click.argument("sources", nargs=-1, required=True, metavar="FOLDER|IMAGE...")
 @click.option("--model", "-m", metavar="PATH|NAME|ID", default=None,

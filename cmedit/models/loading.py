@@ -131,6 +131,8 @@ def _load_if_latent(source: str, path: Path, looks_local: bool, **kwargs):
     """A ``LatentEditPipeline`` if ``source`` holds a latent model (by its contents, not its name), else None."""
     from ..latent import loading as latent
 
+    if any(source == preset.hub_id for preset in PRESETS.values()):
+        return None  # a released pixel model: no hub request to find out
     try:
         if path.is_file():
             if not latent.is_sd_single_file(path):
