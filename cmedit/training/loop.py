@@ -29,10 +29,10 @@ from diffusers.training_utils import EMAModel
 from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
-from cmedit.training.consistency import Denoiser, ECTSchedule, ect_loss, make_scheduler, unet_denoiser
-from cmedit.training.data import load_group_weights, load_images, random_batch
-from cmedit.training.model import count_parameters, make_preset, make_unet
-from cmedit.training.trajectories import (TrajectorySet, anchor_batch, trajectory_loss, trajectory_sigmas,
+from .consistency import Denoiser, ECTSchedule, ect_loss, make_scheduler, unet_denoiser
+from .data import load_group_weights, load_images, random_batch
+from .model import count_parameters, make_preset, make_unet
+from .trajectories import (TrajectorySet, anchor_batch, trajectory_loss, trajectory_sigmas,
                                         weights_digest)
 
 STATE_FILE = "training_state.pt"
