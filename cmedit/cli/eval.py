@@ -1,4 +1,4 @@
-"""``cmedit eval``: edit quality on held-out images against classical baselines (``cmedit.evaluation.runner``)."""
+"""``cmedit eval``: edit quality on held-out images against classical baselines (``cmedit.evaluation``)."""
 
 from __future__ import annotations
 
@@ -123,7 +123,8 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, noise_levels,
     how far the output's block means are from the input, in 8-bit levels) against bicubic and nearest
     upsampling. Also the network evaluations (NFE) and seconds per image, and with --features the
     kernel distance (KID) of each method's outputs from the originals. Metrics from scikit-image,
-    baselines from OpenCV; details in cmedit/evaluation/runner.py. Transparent pixels are composited on white.
+    baselines from OpenCV; details in cmedit/evaluation/ (tasks.py, metrics.py). Transparent pixels are composited
+    on white.
     """
     from ..models.presets import preset_for
 
@@ -140,7 +141,8 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, noise_levels,
             raise click.ClickException(f"{json_path}: folder {folder} is not writable")
     paths = image_paths(sources)[:limit]
     try:
-        from ..evaluation.runner import evaluate, format_table, to_json
+        from ..evaluation.report import format_table, to_json
+        from ..evaluation.runner import evaluate
         if features is not None:
             import torchmetrics  # noqa: F401  (needed by the KID column)
     except ModuleNotFoundError as error:
