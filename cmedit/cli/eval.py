@@ -123,8 +123,8 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, noise_levels,
     how far the output's block means are from the input, in 8-bit levels) against bicubic and nearest
     upsampling. Also the network evaluations (NFE) and seconds per image, and with --features the
     kernel distance (KID) of each method's outputs from the originals. Metrics from scikit-image,
-    baselines from OpenCV; details in cmedit/evaluation/ (tasks.py, metrics.py). Transparent pixels are composited
-    on white.
+    baselines from OpenCV; details in cmedit/evaluation/ (tasks.py, metrics.py). Transparent pixels
+    are composited on white.
     """
     from ..models.presets import preset_for
 
