@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -176,16 +175,10 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, noise_levels,
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``."""
-    from ..io.files import new_file_permissions
+    """Write ``text`` to ``path`` whole (``cmedit.io.files.write_file_atomically``)."""
+    from ..io.files import write_file_atomically
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        new_file_permissions(tmp)
-        os.replace(tmp, path)
+        write_file_atomically(path, lambda tmp: tmp.write_text(text))
     except OSError as error:
         raise click.ClickException(f"{path}: cannot write ({error.strerror or error})") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
