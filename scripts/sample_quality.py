@@ -26,16 +26,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from diffusers.utils.torch_utils import randn_tensor
 
 from cmedit.evaluation.features import (
-    LevelSplitUNet,
     load_feature_net,
     sample_scores,
     save_feature_net,
@@ -47,6 +48,30 @@ from cmedit.core.sampler import sample
 from cmedit.training.trajectories import chunk_file
 
 FEATURES = "checkpoints/twemoji32_features"
+
+
+class LevelSplitUNet(nn.Module):
+    """Two networks as one: ``high`` at noise levels at or above ``split``, ``low`` below it.
+
+    :func:`cmedit.core.sampler.sample` takes it in place of a ``UNet2DModel``. A diagnostic: sampling
+    with the first evaluation of one model and the later ones of another shows which levels decide a
+    schedule's sample quality. The sigma is read back from the network's timestep input
+    (``c_noise = 250 log sigma``, docs/design.md section 1); a batch has one level, as in sampling.
+    """
+
+    def __init__(self, high: nn.Module, low: nn.Module, split: float) -> None:
+        super().__init__()
+        if split <= 0:
+            raise ValueError(f"split must be a positive sigma, got {split}")
+        self.high, self.low, self.split = high, low, split
+
+    def forward(self, x: torch.Tensor, timestep, class_labels=None, return_dict: bool = False):
+        levels = torch.as_tensor(timestep, dtype=torch.float64).flatten()
+        if len(levels) > 1 and not torch.all(levels == levels[0]):
+            raise ValueError("LevelSplitUNet takes one noise level per batch")
+        sigma = math.exp(levels[0].item() / 250)
+        network = self.high if sigma >= self.split else self.low
+        return network(x, timestep, class_labels=class_labels, return_dict=return_dict)
 
 
 def base_designs(images: np.ndarray, groups: np.ndarray) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -78,28 +77,12 @@ def convert(checkpoint: Path, output_dir: Path | None, preset: str | None, resol
 def save_folder_atomically(pipe, output_dir: Path) -> None:
     """``pipe.save_pretrained`` into a temporary sibling of ``output_dir``, swapped in only once complete:
     a failure (full disk, interruption) leaves ``output_dir`` as it was and no temporary folder behind."""
-    import shutil
-
     from safetensors import SafetensorError
 
-    from ..io.files import remove_stale_temporaries, temporary_name
+    from ..io.files import replace_folder_atomically
 
-    parent = output_dir.absolute().parent
-    remove_stale_temporaries(parent)
-    tmp, old = parent / temporary_name(output_dir), parent / temporary_name(output_dir)
     try:
-        pipe.save_pretrained(tmp)
-        if output_dir.exists():  # --overwrite (or an empty folder): the old one out of the way first
-            os.replace(output_dir, old)
-        try:
-            os.replace(tmp, output_dir)
-        except OSError:
-            if old.exists():
-                os.replace(old, output_dir)  # put the old folder back
-            raise
+        replace_folder_atomically(output_dir, pipe.save_pretrained)
     except (OSError, SafetensorError) as error:
         reason = getattr(error, "strerror", None) or str(error).splitlines()[0] or type(error).__name__
         raise click.ClickException(f"{output_dir}: cannot write ({reason}); left as it was") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)

@@ -1,9 +1,8 @@
-"""``cmedit eval``: edit quality on held-out images against classical baselines (``cmedit.evaluation.runner``)."""
+"""``cmedit eval``: edit quality on held-out images against classical baselines (``cmedit.evaluation``)."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import click
@@ -124,7 +123,8 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, noise_levels,
     how far the output's block means are from the input, in 8-bit levels) against bicubic and nearest
     upsampling. Also the network evaluations (NFE) and seconds per image, and with --features the
     kernel distance (KID) of each method's outputs from the originals. Metrics from scikit-image,
-    baselines from OpenCV; details in cmedit/evaluation/runner.py. Transparent pixels are composited on white.
+    baselines from OpenCV; details in cmedit/evaluation/ (tasks.py, metrics.py). Transparent pixels
+    are composited on white.
     """
     from ..models.presets import preset_for
 
@@ -141,7 +141,8 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, noise_levels,
             raise click.ClickException(f"{json_path}: folder {folder} is not writable")
     paths = image_paths(sources)[:limit]
     try:
-        from ..evaluation.runner import evaluate, format_table, to_json
+        from ..evaluation.report import format_table, to_json
+        from ..evaluation.runner import evaluate
         if features is not None:
             import torchmetrics  # noqa: F401  (needed by the KID column)
     except ModuleNotFoundError as error:
@@ -175,16 +176,10 @@ def eval(sources, model, steps, timesteps, strength, seeds, tasks, noise_levels,
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``."""
-    from ..io.files import new_file_permissions
+    """Write ``text`` to ``path`` whole (``cmedit.io.files.write_file_atomically``)."""
+    from ..io.files import write_file_atomically
 
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        new_file_permissions(tmp)
-        os.replace(tmp, path)
+        write_file_atomically(path, lambda tmp: tmp.write_text(text))
     except OSError as error:
         raise click.ClickException(f"{path}: cannot write ({error.strerror or error})") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)

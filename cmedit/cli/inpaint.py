@@ -18,13 +18,13 @@ def inpaint_mask(loaded, mask_image, *, mask_name=None, resize_mask: bool = Fals
     pixels. Raises ``ValueError`` for a mask of the wrong size, an empty mask or nothing to fill."""
     from PIL import Image
 
-    from ..io.tensors import masks_to_tensor
+    from ..io.tensors import masks_to_tensor, transparent
 
     source = loaded.path
     if mask_image is None:
         if loaded.alpha is None:
             raise ValueError(f"{source}: no --mask given and the image has no alpha channel to fill")
-        mask = loaded.alpha < 0.5
+        mask = transparent(loaded.alpha)
     else:
         current = mask_image
         if current.size != loaded.size:

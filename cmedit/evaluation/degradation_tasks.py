@@ -133,14 +133,15 @@ def run_cmedit(pipe, name: str, measurements: list[np.ndarray], noise_level: flo
 def evaluate_task(pipe, images: list[np.ndarray], name: str, noise_level: float, seeds: Sequence[int],
                   batch_size: int, schedule: dict, features=None, report: Callable[[str], None] = lambda m: None,
                   measurement_seed: int = 0) -> dict:
-    """Per method, the runs' metrics (``cmedit.evaluation.runner.score``) of one task at one noise level.
+    """Per method, the runs' metrics (``cmedit.evaluation.tasks.score``) of one task at one noise level.
 
     Returns ``{"methods": {method: [metrics per run]}}``; cmedit runs once per seed (with NFE and
     seconds per image), each baseline once. The measurements' noise is drawn with ``measurement_seed``.
     """
     import time
 
-    from .runner import TaskData, counting_forwards, score
+    from .runner import counting_forwards
+    from .tasks import TaskData, score
 
     measurements = degrade(name, images, noise_level, measurement_seed)
     task = TaskData(name, [to_uint8(m) for m in measurements], None, {})

@@ -1,176 +1,32 @@
 """Edit quality on held-out images: cmedit against classical baselines (``cmedit eval``).
 
 Images are ``(H, W, 3)`` uint8 arrays, all of one size; every metric is computed on 8-bit values
-(``data_range=255``), the pipeline's outputs rounded to 8 bits as ``cmedit`` writes them.
-
-Tasks and methods:
-
-- ``inpaint_box``, ``inpaint_stroke``: fill a centre box (a quarter of the area) or free-form
-  strokes (``cmedit.evaluation.masks``); every method gets the image with the masked pixels zeroed.
-  Baselines: ``cv2.inpaint`` with ``INPAINT_TELEA`` (Telea 2004) and ``INPAINT_NS`` (Bertalmio et al.
-  2001, Navier-Stokes), radius 3. PSNR and SSIM over the masked pixels only.
-- ``colorize``: colour the grey image (``cv2.COLOR_RGB2GRAY``, BT.601, replicated to RGB). Baseline:
-  the grey image itself; reference: the ground truth's colourfulness. PSNR, SSIM, colourfulness.
-- ``sr4``: 4x super-resolution of the 4x smaller image of block means (``skimage.measure.block_reduce``,
-  rounded to 8 bits). Baselines: ``cv2.resize`` with ``INTER_CUBIC`` and ``INTER_NEAREST``. PSNR, SSIM,
-  and the known-pixel consistency error: ``|block mean of the output - input pixel|`` in 8-bit levels,
-  its maximum and mean over all blocks of all images.
-
-Metrics (PSNR and SSIM from ``skimage.metrics``, not re-implemented here):
-
-- PSNR: ``peak_signal_noise_ratio`` of all evaluated pixels of all images together, i.e. from the MSE
-  pooled over the set. A per-image mean would be infinite as soon as one image is reproduced exactly
-  (a greyscale image under the grey baseline); the pooled PSNR is infinite only if every image is.
-- SSIM: ``structural_similarity(..., channel_axis=2, full=True)`` per image. Inpainting: the mean of the
-  SSIM map over the masked pixels (the 7x7 windows near the mask's edge also see kept pixels);
-  whole-image tasks: skimage's mean SSIM. Then the mean over images.
-- Colourfulness: Hasler & Suesstrunk 2003 (:func:`colourfulness`), the mean over images.
-- KID x1000 (only with ``features``, a :class:`cmedit.evaluation.features.FeatureNet` of the images'
-  domain): the kernel distance between a method's outputs and the original images in that network's
-  features, over the whole set (:func:`cmedit.evaluation.features.kernel_distance`, one subset of all
-  images). Small when the outputs look like the originals as a set, whatever their pixel errors:
-  a plausible but different colour costs PSNR, not KID; a grey or blurred image costs both. Each
-  output is paired with its own original, so near-copies score below 0; compare methods, not with 0.
-- NFE: network evaluations per image, counted with a forward pre-hook on ``pipe.unet`` (the rows of
-  every batch that passes through it, divided by the number of images).
-- Seconds per image: wall time of the method's calls over the set, divided by the number of images
-  (cmedit runs ``batch_size`` images per call; the baselines one at a time).
+(``data_range=255``), the pipeline's outputs rounded to 8 bits as ``cmedit`` writes them. The
+tasks and baselines are in ``cmedit.evaluation.tasks``, the metrics in ``cmedit.evaluation.metrics``,
+the table and JSON in ``cmedit.evaluation.report``; this module runs them.
 
 An untimed warm-up call on one image comes first, so the first seed's time carries no start-up
 cost. cmedit runs once per seed (each image sampled with a generator seeded with that seed, as ``cmedit
 inpaint --seed S`` does for each file); mean and sample standard deviation over seeds. The baselines
 are deterministic and run once (standard deviation 0).
 """
-
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import platform
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
-import cv2
 import numpy as np
 import torch
-from skimage.measure import block_reduce
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from .masks import box_mask, stroke_mask
 from ..io.files import encode
 from ..pipeline import ConsistencyEditPipeline
-from .features import FeatureNet, kernel_distance
-
-TASKS = ("inpaint_box", "inpaint_stroke", "colorize", "sr4")
-# Restoration of real degradations at one or more noise levels (cmedit.evaluation.degradation_tasks).
-DEGRADATION_TASKS = ("sr4-bicubic", "deblur-gauss", "deblur-motion")
-SR_FACTOR = 4
-INPAINT_RADIUS = 3
-# Columns of the table: metric key, header, number format.
-COLUMNS = (("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"), ("colourfulness", "colourfulness", "{:.1f}"),
-           ("kid_x1000", "KID x1000", "{:.1f}"), ("block_error_max", "block err. max", "{:.2f}"),
-           ("block_error_mean", "block err. mean", "{:.3f}"),
-           ("nfe", "NFE", "{:.0f}"), ("seconds_per_image", "s / image", "{:.4f}"))
-
-
-def colourfulness(image: np.ndarray) -> float:
-    """Colourfulness ``M`` of an ``(H, W, 3)`` RGB image in 8-bit levels (0 for a grey image).
-
-    Hasler & Suesstrunk 2003, *Measuring colourfulness in natural images* (their recommended metric M^(3)):
-    ``rg = R - G``, ``yb = (R + G) / 2 - B``, ``M = sqrt(std_rg^2 + std_yb^2) + 0.3 sqrt(mean_rg^2 + mean_yb^2)``.
-    No library ships it, hence these lines.
-    """
-    r, g, b = (image[..., c].astype(np.float64) for c in range(3))
-    rg, yb = r - g, 0.5 * (r + g) - b
-    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
-
-
-def pooled_psnr(truths: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
-                masks: Sequence[np.ndarray] | None = None) -> float:
-    """skimage's PSNR of the pixels of all images together (``masks``: ``(H, W)``, non-zero = evaluated).
-
-    ``inf`` when every evaluated pixel is reproduced exactly.
-    """
-    masks = masks if masks is not None else [np.ones(t.shape[:2], dtype=bool) for t in truths]
-    truth = np.concatenate([t[m > 0] for t, m in zip(truths, masks)])
-    output = np.concatenate([o[m > 0] for o, m in zip(outputs, masks)])
-    if np.array_equal(truth, output):
-        return math.inf  # skimage divides by the zero MSE (with a warning) to the same result
-    return float(peak_signal_noise_ratio(truth, output, data_range=255))
-
-
-def ssim(truth: np.ndarray, output: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """skimage's SSIM of two ``(H, W, 3)`` uint8 images; with ``mask``, the SSIM map's mean over its non-zero pixels.
-
-    (skimage's own mean leaves out a border of half the window; the map is defined up to the edge.)
-    """
-    mean, ssim_map = structural_similarity(truth, output, channel_axis=2, data_range=255, full=True)
-    return float(mean) if mask is None else float(ssim_map[mask > 0].mean())
-
-
-def block_errors(outputs: Sequence[np.ndarray], inputs: Sequence[np.ndarray], factor: int) -> tuple[float, float]:
-    """Max and mean of ``|block mean of output - input pixel|`` over all ``factor x factor`` blocks, in levels."""
-    errors = np.concatenate([
-        np.abs(block_reduce(out.astype(np.float64), (factor, factor, 1), np.mean) - low).ravel()
-        for out, low in zip(outputs, inputs)])
-    return float(errors.max()), float(errors.mean())
-
-
-@dataclass
-class TaskData:
-    """One task on one image set: what every method receives, and the pixels the metrics look at."""
-
-    name: str
-    inputs: list[np.ndarray]                       # the damaged / grey / small images, uint8
-    masks: list[np.ndarray] | None                 # inpainting: (H, W) uint8, 255 = generate
-    baselines: dict[str, Callable[[int], np.ndarray]]  # name -> output for image i
-
-
-def prepare_task(name: str, images: list[np.ndarray], mask_seed: int = 0) -> TaskData:
-    """The inputs, masks and baselines of task ``name`` (one of :data:`TASKS`) for ``images``."""
-    height, width = images[0].shape[:2]
-    if name in ("inpaint_box", "inpaint_stroke"):
-        masks = [box_mask(height, width) if name == "inpaint_box" else stroke_mask(height, width, i, mask_seed)
-                 for i in range(len(images))]
-        inputs = [np.where(mask[..., None] > 0, 0, image).astype(np.uint8) for image, mask in zip(images, masks)]
-        baselines = {
-            "telea": lambda i: cv2.inpaint(inputs[i], masks[i], INPAINT_RADIUS, cv2.INPAINT_TELEA),
-            "navier_stokes": lambda i: cv2.inpaint(inputs[i], masks[i], INPAINT_RADIUS, cv2.INPAINT_NS),
-        }
-        return TaskData(name, inputs, masks, baselines)
-    if name == "colorize":
-        inputs = [cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), cv2.COLOR_GRAY2RGB) for image in images]
-        return TaskData(name, inputs, None, {"grey": lambda i: inputs[i], "ground_truth": lambda i: images[i]})
-    if name == "sr4":
-        block = (SR_FACTOR, SR_FACTOR, 1)
-        inputs = [np.round(block_reduce(image.astype(np.float64), block, np.mean)).astype(np.uint8)
-                  for image in images]
-        baselines = {
-            "bicubic": lambda i: cv2.resize(inputs[i], (width, height), interpolation=cv2.INTER_CUBIC),
-            "nearest": lambda i: cv2.resize(inputs[i], (width, height), interpolation=cv2.INTER_NEAREST),
-        }
-        return TaskData(name, inputs, None, baselines)
-    raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS)}")
-
-
-def score(task: TaskData, truths: list[np.ndarray], outputs: list[np.ndarray], method: str,
-          features: FeatureNet | None = None) -> dict[str, float]:
-    """The quality metrics of one method's ``outputs`` on ``task`` (module docstring)."""
-    if method == "ground_truth":  # the colourfulness reference: its PSNR, SSIM and KID say nothing
-        return {"colourfulness": float(np.mean([colourfulness(out) for out in outputs]))}
-    masks = task.masks or [None] * len(truths)
-    scores = {"psnr": pooled_psnr(truths, outputs, task.masks),
-              "ssim": float(np.mean([ssim(t, o, m) for t, o, m in zip(truths, outputs, masks)]))}
-    if features is not None:
-        kid, _ = kernel_distance(features, np.stack(truths), np.stack(outputs), subset_size=len(truths), subsets=1)
-        scores["kid_x1000"] = 1000 * kid
-    if task.name == "colorize":
-        scores["colourfulness"] = float(np.mean([colourfulness(out) for out in outputs]))
-    if task.name == "sr4":
-        scores["block_error_max"], scores["block_error_mean"] = block_errors(outputs, task.inputs, SR_FACTOR)
-    return scores
+from .features import FeatureNet
+from .metrics import block_errors, colourfulness, pooled_psnr, ssim  # noqa: F401 (the package's names)
+from .report import COLUMNS, format_table, summarize, to_json, versions  # noqa: F401
+from .tasks import (DEGRADATION_TASKS, INPAINT_RADIUS, SR_FACTOR, TASKS, TaskData, check_images,  # noqa: F401
+                    prepare_task, score)
 
 
 class ForwardCounter:
@@ -319,91 +175,3 @@ def evaluate(
             entry["mask_fraction"] = float(np.mean([np.count_nonzero(m) / m.size for m in task.masks]))
         results["tasks"][name] = entry
     return results
-
-
-def check_images(images: Sequence[np.ndarray], tasks: Sequence[str]) -> list[np.ndarray]:
-    """``images`` as a list of ``(H, W, 3)`` uint8 arrays of one size; raises ``ValueError`` otherwise."""
-    images = list(images)
-    if not images:
-        raise ValueError("no images to evaluate")
-    if not tasks:
-        raise ValueError(f"give at least one task of {', '.join(TASKS)}")
-    for name in tasks:
-        if name not in TASKS + DEGRADATION_TASKS:
-            raise ValueError(f"unknown task {name!r}; choose from {', '.join(TASKS + DEGRADATION_TASKS)}")
-    for image in images:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError("images must be (H, W, 3) uint8 arrays")
-        if image.shape != images[0].shape:
-            raise ValueError(f"all images must have one size, got {images[0].shape[:2]} and {image.shape[:2]}")
-    height, width = images[0].shape[:2]
-    if min(height, width) < 8:
-        raise ValueError(f"images must be at least 8x8 pixels (SSIM's 7x7 window), got {width}x{height}")
-    if ("sr4" in tasks or "sr4-bicubic" in tasks) and (height % SR_FACTOR or width % SR_FACTOR):
-        raise ValueError(f"sr4 needs sizes divisible by {SR_FACTOR}, got {width}x{height}")
-    return images
-
-
-def summarize(runs: list[dict[str, float]]) -> dict[str, dict]:
-    """Per metric, the mean and sample standard deviation over runs (0 for one run or equal values)."""
-    summary = {}
-    for metric in runs[0]:
-        values = [run[metric] for run in runs]
-        std = 0.0 if len(set(values)) == 1 else float(np.std(values, ddof=1))
-        summary[metric] = {"mean": float(np.mean(values)), "std": std, "values": values}
-    return summary
-
-
-def versions() -> dict[str, str]:
-    """Versions of the libraries whose code computes the numbers."""
-    import diffusers
-    import skimage
-
-    from .. import __version__
-
-    return {"cmedit": __version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "scikit-image": skimage.__version__, "opencv": cv2.__version__, "numpy": np.__version__}
-
-
-def to_json(results: dict) -> str:
-    """``results`` as strict JSON; infinite and NaN values become the strings "inf", "-inf", "nan"."""
-
-    def finite(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-        if isinstance(value, dict):
-            return {key: finite(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [finite(item) for item in value]
-        return value
-
-    return json.dumps(finite(results), indent=2, allow_nan=False) + "\n"
-
-
-def format_table(results: dict) -> str:
-    """A markdown table of ``results``: ``mean ± std`` over seeds (cmedit), one value (deterministic baselines)."""
-    config = results["config"]
-    schedule = (f"timesteps {','.join(map(str, config['timesteps']))}" if config["timesteps"] is not None
-                else f"{config['num_inference_steps']} steps")
-    if config.get("strength", 1) != 1:  # files written before the key existed ran at strength 1
-        schedule += f" (strength {config['strength']:g})"
-    height, width = config["image_size"]
-    lines = [f"{config['num_images']} images of {width}x{height}, {schedule}, seeds "
-             f"{','.join(map(str, config['seeds']))}: mean ± std over seeds (baselines: one deterministic run).",
-             "",
-             "| task | method | " + " | ".join(header for _, header, _ in COLUMNS) + " |",
-             "|---|---|" + "---:|" * len(COLUMNS)]
-    for name, entry in results["tasks"].items():
-        label = name if "mask_fraction" not in entry else f"{name} ({entry['mask_fraction']:.0%} masked)"
-        for method, metrics in entry["methods"].items():
-            cells = []
-            for key, _, fmt in COLUMNS:
-                if key not in metrics:
-                    cells.append("")
-                    continue
-                cell = fmt.format(metrics[key]["mean"])
-                if len(metrics[key]["values"]) > 1 and key != "nfe":
-                    cell += " ± " + fmt.format(metrics[key]["std"])
-                cells.append(cell)
-            lines.append(f"| {label} | {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

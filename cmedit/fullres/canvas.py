@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..io.tensors import transparent
+
 
 def reflect_indices(start: int, stop: int, length: int, device: torch.device | None = None) -> torch.Tensor:
     """Indices into an axis of ``length`` pixels for the positions ``start .. stop - 1``, mirrored at both ends.
@@ -97,17 +99,15 @@ def rgba_to_mask(image: Image.Image | np.ndarray | torch.Tensor) -> torch.Tensor
         if not (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info):
             raise ValueError(f"image mode {image.mode} has no alpha channel")
         alpha = np.asarray(image.convert("RGBA").getchannel("A"))
-        return torch.from_numpy(alpha < 128).float()[None, None]
+        return torch.from_numpy(transparent(alpha)).float()[None, None]
     if isinstance(image, np.ndarray):
         array = image if image.ndim == 4 else image[None]
         if array.ndim != 4 or array.shape[-1] not in (2, 4):
             raise ValueError(f"expected an (H, W, 2 or 4) or (B, H, W, 2 or 4) array, got shape {image.shape}")
-        alpha = array[..., -1]
-        half = 128 if alpha.dtype == np.uint8 else 0.5
-        return torch.from_numpy(np.ascontiguousarray(alpha < half)).float()[:, None]
+        return torch.from_numpy(np.ascontiguousarray(transparent(array[..., -1]))).float()[:, None]
     if isinstance(image, torch.Tensor):
         tensor = image if image.ndim == 4 else image[None]
         if tensor.ndim != 4 or tensor.shape[1] not in (2, 4):
             raise ValueError(f"expected a (2 or 4, H, W) or (B, 2 or 4, H, W) tensor, got shape {tuple(image.shape)}")
-        return (tensor[:, -1:] < 0.5).float()
+        return transparent(tensor[:, -1:]).float()
     raise TypeError(f"expected a PIL image, numpy array or torch tensor, got {type(image).__name__}")

@@ -15,7 +15,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -348,6 +348,45 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | No
     finally:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+
+
+def write_file_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Write a non-image file (JSON, a training state) as images are written: ``write(tmp)`` fills a
+    temporary sibling, which then replaces ``path`` whole, so ``path`` is never partial. ``OSError``
+    propagates (the caller names the file); the temporary file never stays behind."""
+    path = Path(path)
+    tmp = path.parent / temporary_name(path)
+    try:
+        write(tmp)
+        new_file_permissions(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def replace_folder_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Write a folder (a model's ``save_pretrained``) as files are written: ``write(tmp)`` fills a temporary
+    sibling, swapped in for ``path`` only once complete; a failure leaves ``path`` as it was (the old
+    folder is put back) and no temporary folder behind. Exceptions propagate."""
+    import shutil
+
+    path = Path(path)
+    parent = path.absolute().parent
+    remove_stale_temporaries(parent)
+    tmp, old = parent / temporary_name(path), parent / temporary_name(path)
+    try:
+        write(tmp)
+        if path.exists():  # the old folder out of the way first
+            os.replace(path, old)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old.exists():
+                os.replace(old, path)  # put the old folder back
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _link_no_clobber(tmp: Path, path: Path) -> None:

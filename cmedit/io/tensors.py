@@ -107,6 +107,13 @@ def images_to_tensor(images: ImageBatchInput) -> torch.Tensor:
     return torch.cat(parts) * 2 - 1
 
 
+def transparent(alpha: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """The rule for a picture's own alpha, defined here once: a pixel is transparent (to fill) below half
+    of full scale (``uint8`` alpha < 128, float alpha < 0.5). Returns a boolean array or tensor."""
+    half = 128 if alpha.dtype in (np.uint8, torch.uint8) else 0.5
+    return alpha < half
+
+
 def masks_to_tensor(masks: ImageBatchInput) -> torch.Tensor:
     """Mask(s) to a ``(B, 1, H, W)`` float tensor of 0 (keep) and 1 (generate), threshold at 50%."""
     parts = [_single_to_float(mask, gray=True) for mask in _as_list(masks)]

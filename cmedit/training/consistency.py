@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import CMStochasticIterativeScheduler, UNet2DModel
 
-from cmedit.core.sampler import consistency_function
+from ..core.sampler import consistency_function
 
 
 def make_scheduler(num_train_timesteps: int = 40) -> CMStochasticIterativeScheduler:

@@ -13,8 +13,6 @@ Outputs in `run_dir`:
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import signal
 import sys
 import time
@@ -29,10 +27,11 @@ from diffusers.training_utils import EMAModel
 from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
-from cmedit.training.consistency import Denoiser, ECTSchedule, ect_loss, make_scheduler, unet_denoiser
-from cmedit.training.data import load_group_weights, load_images, random_batch
-from cmedit.training.model import count_parameters, make_preset, make_unet
-from cmedit.training.trajectories import (TrajectorySet, anchor_batch, trajectory_loss, trajectory_sigmas,
+from ..io.files import replace_folder_atomically, write_file_atomically
+from .consistency import Denoiser, ECTSchedule, ect_loss, make_scheduler, unet_denoiser
+from .data import load_group_weights, load_images, random_batch
+from .model import count_parameters, make_preset, make_unet
+from .trajectories import (TrajectorySet, anchor_batch, trajectory_loss, trajectory_sigmas,
                                         weights_digest)
 
 STATE_FILE = "training_state.pt"
@@ -103,13 +102,7 @@ def export_pipeline(unet: UNet2DModel, ema: EMAModel, out_dir: Path) -> Consiste
     ema.copy_to(export_unet.parameters())
     pipe = ConsistencyModelPipeline(unet=export_unet.to("cpu").eval(), scheduler=make_scheduler())
     pipe.set_progress_bar_config(disable=True)
-    tmp, old = out_dir.with_name(out_dir.name + ".tmp"), out_dir.with_name(out_dir.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder_atomically(out_dir, lambda tmp: pipe.save_pretrained(tmp, safe_serialization=True))
     return pipe
 
 
@@ -135,8 +128,7 @@ def _save_state(path: Path, step: int, model, optimizer, lr_sched, ema: EMAModel
         "torch_rng": torch.get_rng_state(),
         "config": asdict(cfg),
     }
-    torch.save(state, path.with_suffix(".tmp"))
-    os.replace(path.with_suffix(".tmp"), path)
+    write_file_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_teacher(

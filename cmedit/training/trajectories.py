@@ -31,8 +31,8 @@ import torch
 from diffusers import CMStochasticIterativeScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
-from cmedit.core.sampler import consistency_function
-from cmedit.training.consistency import Denoiser, heun_step, make_scheduler
+from ..core.sampler import consistency_function
+from .consistency import Denoiser, heun_step, make_scheduler
 
 CHUNK = 128
 """Trajectories per cache file (and per teacher batch)."""
