@@ -103,13 +103,17 @@ def test_existing_outputs_one_rule_skipped_with_exit_0_and_never_replaced(tmp_pa
 
 def test_generate_twice_into_one_folder_adds_files(tmp_path, model_dir):
     folder = tmp_path / "gen"
-    args = ("generate", "--model", model_dir, "--steps", 1, "--seed", 0, "-q", "-n", 2, "-o", f"{folder}/")
+    args = ("generate", "--model", model_dir, "--steps", 1, "-q", "-n", 2, "-o", f"{folder}/")  # random seeds
     assert run(*args).exit_code == 0
     first = {p.name: p.read_bytes() for p in folder.iterdir()}
     (folder / "0007.png").write_bytes(b"kept")  # numbering continues after the highest number
     result = run(*args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in folder.iterdir()) == ["0000.png", "0001.png", "0007.png", "0008.png", "0009.png"]
+    result = run(*args[:-4], "--seed", 0, "-n", 3, "-o", f"{folder}/")  # --seed: resumable, existing skipped
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["0000.png", "0001.png", "0002.png", "0007.png", "0008.png",
+                                                         "0009.png"]
     assert all((folder / name).read_bytes() == data for name, data in first.items())
     assert (folder / "0007.png").read_bytes() == b"kept"
     one = tmp_path / "one.png"
@@ -131,10 +135,16 @@ def test_generate_takes_the_next_number_when_another_run_takes_one_meanwhile(tmp
         return original(path, *args, **kwargs)
 
     monkeypatch.setattr(io_files, "write_image", racing)
-    result = run("generate", "--model", model_dir, "--steps", 1, "--seed", 0, "-q", "-n", 2, "-o", f"{folder}/")
+    result = run("generate", "--model", model_dir, "--steps", 1, "-q", "-n", 2, "-o", f"{folder}/")  # random seed
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in folder.iterdir()) == ["0000.png", "0001.png", "0002.png"]
     assert (folder / "0000.png").read_bytes() == b"other"
+    taken.clear()  # with --seed, number i is image i: the one written meanwhile is kept and skipped
+    seeded = tmp_path / "seeded"
+    result = run("generate", "--model", model_dir, "--steps", 1, "--seed", 0, "-n", 2, "-o", f"{seeded}/")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in seeded.iterdir()) == ["0000.png", "0001.png"]
+    assert (seeded / "0000.png").read_bytes() == b"other" and "1 done, 1 skipped, 0 failed" in result.stderr
 
 
 def test_failing_temporary_file_is_one_error_line_and_the_batch_goes_on(tmp_path, model_dir, monkeypatch):

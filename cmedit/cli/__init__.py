@@ -46,6 +46,10 @@ SHORT_HELP = {
 class LazyGroup(click.Group):
     """A click group that imports a subcommand's module only when it is run or its help is shown."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["cmedit.args"] = list(args)  # for --num-processes, which runs the same command again
+        return super().parse_args(ctx, args)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(COMMANDS)
 

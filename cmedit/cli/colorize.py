@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .manifest import manifest_option
 from .files import file_options, run_whole_image_edits
 from .options import model_options, noise_level_option, strength_option
 
@@ -14,7 +15,8 @@ Examples:
   cmedit colorize samples/heart_gray.png --timesteps 30,20,10,0 --num-samples 4 -o colored/
   cmedit colorize 'samples/*_gray.png' -o colored/
 """)
-@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.argument("images", nargs=-1, metavar="IMAGE...")
+@manifest_option
 @strength_option(1.0, "Below 1, start part-way down the model's noise grid (this fraction of it, counted from "
                       "the clean end), from the input plus noise, instead of from pure noise (1, Algorithm 4): "
                       "lower keeps the result closer to the grey input.")

@@ -56,7 +56,7 @@ Examples:
 @file_options
 def deblur(images, blur_kernel, kernel_path, noise_level, overlap, strength, output, model, steps, timesteps, seed,
            device, dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality,
-           no_alpha, max_pixels) -> None:
+           no_alpha, max_pixels, batch_size) -> None:
     """Deblur each IMAGE: the result blurred with the kernel (scipy's reflect boundary) gives the input back.
 
     Images larger than the model are deblurred in overlapping tiles and projected at full size (a
@@ -81,4 +81,4 @@ def deblur(images, blur_kernel, kernel_path, noise_level, overlap, strength, out
                 for loaded, candidates in zip(batch, split_candidates(out, len(batch)))]
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
-             max_pixels=max_pixels, batch_key=batch_key_for_noise(noise_level))
+             max_pixels=max_pixels, batch_key=batch_key_for_noise(noise_level), batch_size=batch_size)

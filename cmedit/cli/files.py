@@ -47,6 +47,9 @@ def file_options(command: Callable) -> Callable:
         click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True,
                      help="JPEG / WebP quality of the outputs."),
         click.option("--no-alpha", is_flag=True, help="Drop the input's alpha channel from the outputs."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, metavar="N",
+                     help="Files of one size edited together (in blocks of N consecutive files, the unit that "
+                          "--num-processes / accelerate launch hands to each process)."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
                      help="Refuse images with more pixels than this (default 64,000,000)."),
     ]
@@ -111,35 +114,55 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
     """Read every job's input, ``edit`` them, write the results; report per file, exit 1 if any failed.
 
     ``edit`` takes a list of ``LoadedImage`` and returns each one's results (one per candidate).
-    Consecutive inputs with the same ``batch_key`` (not ``None``; by default their size, for images
-    up to ``BATCH_MAX_PIXELS``) go to one ``edit`` call, up to ``batch_size`` at a time; if such a batch
-    fails, its files are retried one by one so that the bad file is named. Without ``--overwrite``
-    nothing is replaced: an input whose output exists is skipped (one "skipped" line, exit code 0),
-    before its edit or, when another process wrote the name meanwhile, at the atomic write
-    (docs/guarantees.md). One bad file does not stop the others.
+    Inputs with the same ``batch_key`` (not ``None``; by default their size, for images up to
+    ``BATCH_MAX_PIXELS``) in one block of ``batch_size`` consecutive jobs go to one ``edit`` call;
+    if such a batch fails, its files are retried one by one so that the bad file is named. Without
+    ``--overwrite`` nothing is replaced: an input whose output exists is skipped (one "skipped" line,
+    exit code 0), before its edit or, when another process wrote the name meanwhile, at the atomic
+    write (docs/guarantees.md). One bad file does not stop the others.
+
+    Under ``accelerate launch`` (several processes) the blocks with jobs still to do are split between
+    the processes (``cmedit.batch.distributed.share_blocks``), each process edits its share, and the
+    main process shows the progress and the summary of all of them.
     """
+    from ..batch.distributed import Summary, describe_share, is_main_process, share_blocks, wait_for_everyone
     from ..io.files import DEFAULT_MAX_PIXELS, OutputExistsError, check_output_path, read_image
     from ..models.loading import ModelLoadError
     from .options import show_library_notes
 
     show_library_notes(quiet)  # the readers' warnings (several frames) from the first file on
-    written = skipped = failed = 0
     for job in jobs:
         with user_errors():
             for path in job.outputs:
                 check_output_path(path, overwrite=True)  # format and folder: fatal, before any work
+    main = is_main_process()
+    summary = Summary()
+    pending = []
+    for index, job in enumerate(jobs):  # every process sees the same files before any of them writes
+        existing = [path for path in job.outputs if path.exists()]
+        if existing and not overwrite:
+            summary.skipped.append(str(job.source))
+            if not quiet and main:
+                click.echo(f"skipped {job.source}: {existing[0]} exists (--overwrite to replace)", err=True)
+        else:
+            pending.append(index)
+    wait_for_everyone()
+    mine = share_blocks(pending, batch_size)
+    if describe_share(len(mine)) and not quiet:
+        click.echo(describe_share(len(mine)), err=True)
+    if not main:
+        summary.skipped = []  # counted once, by the main process
     progress = None
-    if len(jobs) > 1 and not quiet:
+    if len(jobs) > 1 and not quiet and main:
         from tqdm.auto import tqdm
 
-        progress = tqdm(total=len(jobs), unit="file", leave=False)
+        progress = tqdm(total=len(mine), unit="file", leave=False)
 
     def report(job: Job, error: ValueError) -> None:
-        nonlocal failed
-        failed += 1
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
         if str(job.source) not in message:
             message = f"{job.source}: {message}"
+        summary.failed.append((str(job.source), message))
         click.echo(f"Error: {message}", err=True)
 
     def run(group: list) -> None:
@@ -158,7 +181,6 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
             write_job(job, candidates)
 
     def write_job(job: Job, candidates: list[Result]) -> None:
-        nonlocal written, skipped
         lost = False
         for path, result in zip(job.outputs, candidates):
             try:
@@ -171,21 +193,14 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
             except ValueError as error:
                 report(job, error)
                 return
-            if not quiet:
+            if not quiet and main:
                 click.echo(f"wrote {path}", err=True)
-        if lost:
-            skipped += 1
-        else:
-            written += 1
+        (summary.skipped if lost else summary.done).append(str(job.source))
 
-    group: list = []
-    for job in jobs:
-        existing = [path for path in job.outputs if path.exists()]
-        if existing and not overwrite:
-            skipped += 1
-            if not quiet:
-                click.echo(f"skipped {job.source}: {existing[0]} exists (--overwrite to replace)", err=True)
-        else:
+    def run_share() -> None:
+        group: list = []
+        for index in mine:
+            job = jobs[index]
             try:
                 loaded = read_image(job.source, max_pixels or DEFAULT_MAX_PIXELS)
             except ValueError as error:
@@ -195,6 +210,7 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
                     key = batch_key(loaded) if batch_key is not None else None
                 except ModelLoadError as error:
                     raise click.ClickException(str(error)) from None
+                key = (index // batch_size, key) if key is not None else None  # batches within blocks
                 if group and (key is None or key != group[0][2] or len(group) >= batch_size):
                     run([(j, l) for j, l, _ in group])
                     group = []
@@ -202,15 +218,37 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
                 if key is None:
                     run([(job, loaded)])
                     group = []
-        if progress is not None:
-            progress.update()
-    if group:
-        run([(j, l) for j, l, _ in group])
+            if progress is not None:
+                progress.update()
+        if group:
+            run([(j, l) for j, l, _ in group])
+
+    fatal = None
+    try:
+        run_share()
+    except click.ClickException as error:  # the model did not load: still report, so no process waits
+        fatal = error
+        summary.fatal = error.format_message()
     if progress is not None:
         progress.close()
-    if len(jobs) > 1 and not quiet:
-        click.echo(f"{written} done, {skipped} skipped, {failed} failed", err=True)
-    if failed:
+    finish(summary, fatal, quiet=quiet or len(jobs) <= 1)
+
+
+def finish(summary, fatal: click.ClickException | None, *, quiet: bool, merged: bool = False) -> None:
+    """Gather every process's summary (unless ``merged`` already); the main process prints it and
+    exits 1 when a file failed."""
+    from ..batch.distributed import is_main_process
+
+    total = summary if merged else summary.merged()
+    if fatal is not None:
+        raise fatal
+    if total.fatal is not None:
+        raise SystemExit(1)  # another process stopped; it printed why
+    if not quiet and is_main_process():
+        click.echo(total.line(), err=True)
+        if total.failed:
+            click.echo("failed: " + ", ".join(source for source, _ in total.failed), err=True)
+    if total.failed and is_main_process():  # the others exit 0, so that a launcher lets the main one report
         raise SystemExit(1)
 
 
@@ -219,14 +257,25 @@ def batch_key_for_noise(noise_level) -> Callable[[object], object]:
     return (lambda loaded: None) if noise_level == "auto" else same_size_key
 
 
-def run_whole_image_edits(method: str, task: str, *, images, output, strength, model, steps, timesteps, seed, device,
-                          dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet,
-                          quality, no_alpha, max_pixels, noise_level: float | str | None = None) -> None:
+def run_whole_image_edits(method: str, task: str, *, images, manifest, output, strength, model, steps, timesteps,
+                          seed, device, dtype, class_label, num_samples, compile_unet, channels_last, max_batch,
+                          overwrite, quiet, quality, no_alpha, max_pixels, batch_size,
+                          noise_level: float | str | None = None) -> None:
     """A command whose edit is ``pipe.<method>(images, ...)`` on whole images of any size, with the
     common options (``model_options``, ``file_options``, ``--strength``); files of one size share a
     batch, outputs are named ``<image>_<task>``, colour RGB with the input's alpha kept."""
+    from .manifest import check_inputs, run_manifest_command
     from .options import ModelLoader
 
+    check_inputs(images, manifest)
+    if manifest is not None:
+        return run_manifest_command(method, manifest, output=output,
+                                    strength=strength, model=model, steps=steps, timesteps=timesteps, seed=seed,
+                                    device=device, dtype=dtype, class_label=class_label, num_samples=num_samples,
+                                    compile_unet=compile_unet, channels_last=channels_last, max_batch=max_batch,
+                                    overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
+                                    max_pixels=max_pixels,
+                                    **({} if noise_level is None else {"noise_level": noise_level}))
     jobs = plan_jobs(expand_inputs(images), output, task, num_samples)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
     seed = pipe.seed(seed)
@@ -234,9 +283,8 @@ def run_whole_image_edits(method: str, task: str, *, images, output, strength, m
     edit = whole_image_edit(pipe, method, strength=strength, steps=steps, timesteps=timesteps, seed=seed,
                             class_label=class_label, num_samples=num_samples, max_pixels=max_pixels,
                             noise_level=noise_level)
-
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
-             max_pixels=max_pixels, batch_key=batch_key_for_noise(noise_level))
+             max_pixels=max_pixels, batch_key=batch_key_for_noise(noise_level), batch_size=batch_size)
 
 
 def whole_image_edit(pipe: Callable, method: str, *, strength: float, steps=None, timesteps=None, seed: int = 0,
@@ -245,7 +293,7 @@ def whole_image_edit(pipe: Callable, method: str, *, strength: float, steps=None
                      noise_level: float | str | None = None) -> Callable[[list], list[list[Result]]]:
     """The edit of ``cmedit colorize`` / ``img2img``: ``pipe().<method>`` on a ``LoadedImage`` batch -> each
     image's candidates (``Result``, colour RGB with the input's alpha kept). Used by the CLI and the web app."""
-    from .options import candidate_generators, schedule_kwargs, split_candidates
+    from .options import candidate_generators, file_class_labels, schedule_kwargs, split_candidates
 
     def edit(batch: list) -> list[list[Result]]:
         from ..fullres.budget import check_pixels
@@ -255,7 +303,8 @@ def whole_image_edit(pipe: Callable, method: str, *, strength: float, steps=None
             check_pixels(f"{loaded.path}: the result", *loaded.rgb.shape[:2], num_samples,
                          max_pixels or DEFAULT_MAX_PIXELS)
         extra = {} if noise_level is None else {"noise_level": noise_level}  # colorize: --noise-level
-        out = getattr(pipe(), method)([loaded.rgb for loaded in batch], class_labels=class_label, **extra,
+        out = getattr(pipe(), method)([loaded.rgb for loaded in batch], **extra,
+                                      class_labels=file_class_labels(pipe(), class_label, [seed] * len(batch)),
                                       num_images_per_prompt=num_samples,
                                       generator=candidate_generators(seed, len(batch), num_samples),
                                       output_type="np", **schedule_kwargs(steps, timesteps, strength=strength)).images

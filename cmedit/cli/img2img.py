@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .manifest import manifest_option
 from .files import file_options, run_whole_image_edits
 from .options import model_options, strength_option
 
@@ -14,7 +15,8 @@ Examples:
   cmedit img2img samples/strokes_heart.png --strength 0.7 --num-samples 4 -o variants/
   cmedit img2img 'samples/strokes_*.png' --strength 0.3 -o refined/
 """)
-@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.argument("images", nargs=-1, metavar="IMAGE...")
+@manifest_option
 @strength_option(0.4, "Where on the model's noise grid to start (this fraction of it, counted from the clean "
                       "end), from the image plus noise: lower keeps "
                       "more of the image, 1 ignores it.")

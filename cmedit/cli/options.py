@@ -54,7 +54,13 @@ def model_options(command: Callable) -> Callable:
     """
 
     @functools.wraps(command)
-    def with_preset_schedule(*args, model=None, steps=None, timesteps=None, quiet=False, **kwargs):
+    def with_preset_schedule(*args, model=None, steps=None, timesteps=None, quiet=False, num_processes=1, **kwargs):
+        from ..batch.distributed import launched
+
+        if num_processes > 1 and not launched():  # before anything slow: this process only waits
+            from .launch import relaunch
+
+            relaunch(num_processes, click.get_current_context().meta["cmedit.args"], kwargs.get("device", "auto"))
         remember_text_options(kwargs)
         strength = kwargs.get("strength", 1.0)
         strength = 1.0 if strength is None else strength  # None: the library's default (restorations)
@@ -89,6 +95,10 @@ def model_options(command: Callable) -> Callable:
                           '("king penguin"); random, from the seed, when not given.'),
         click.option("--num-samples", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Number of candidates to produce."),
+        click.option("--num-processes", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+                     help="Split the files between N processes on this machine (through accelerate launch; "
+                          "each on its own GPU where there are several), with the same outputs as one process. "
+                          "Several machines: `accelerate launch -m cmedit ...` (docs/batch.md)."),
         click.option("--compile", "compile_unet", is_flag=True,
                      help="Compile the UNet with torch.compile: the first call takes 40-60 s longer on a CPU "
                           "and gains little there (see BENCHMARKS.md); for long GPU runs."),
@@ -178,9 +188,11 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
     import torch
     from diffusers.utils import logging as diffusers_logging
 
+    from ..batch.distributed import process_device
     from ..models.loading import load_pipeline
 
     diffusers_logging.set_verbosity_error()
+    device = process_device(device)  # several processes: each on its own accelerator
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -224,7 +236,9 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
         from ..models.acceleration import accelerate_pipeline
 
         accelerate_pipeline(pipe, compile=compile_unet, channels_last=channels_last)
-    pipe.set_progress_bar_config(disable=quiet, leave=False)
+    from ..batch.distributed import is_main_process
+
+    pipe.set_progress_bar_config(disable=quiet or not is_main_process(), leave=False)
     pipe.max_batch_size = max_batch or None  # 0: the whole batch at once
     show_library_notes(quiet)
     return pipe
@@ -264,8 +278,10 @@ def show_library_notes(quiet: bool) -> None:
 
 def resolve_seed(seed: int | None) -> tuple[int, bool]:
     """The seed to use and whether it was drawn (a random one when none is given)."""
+    from ..batch.distributed import broadcast
+
     if seed is None:
-        return secrets.randbelow(2**31), True
+        return broadcast(secrets.randbelow(2**31)), True  # with several processes, the main process's draw
     return seed, False
 
 
@@ -283,6 +299,18 @@ def candidate_generators(seed: int, num_images: int, num_samples: int) -> list:
     so batching several files together gives the same images as editing them one by one.
     """
     return [make_generator(seed + k) for _ in range(num_images) for k in range(num_samples)]
+
+
+def file_class_labels(pipe, class_label: int | None, seeds: list[int]) -> int | list[int] | None:
+    """Class labels of a batch of files seeded with ``seeds``: ``class_label`` when given; for a
+    class-conditional model without one, each file's label is the one a run on that file alone draws
+    (``ConsistencyEditPipeline._class_labels``), so a file's result does not depend on its batch."""
+    import torch
+
+    num_classes = pipe.unet.config.num_class_embeds
+    if class_label is not None or num_classes is None:
+        return class_label
+    return [int(torch.randint(0, num_classes, (1,), generator=make_generator(seed))) for seed in seeds]
 
 
 def split_candidates(images, num_images: int) -> list:
@@ -313,9 +341,11 @@ class ModelLoader:
         return seed
 
     def __call__(self):
+        from ..batch.distributed import is_main_process
+
         if self._pipe is None:
             self._pipe = load_model(*self.args)
-            if self._drawn_seed is not None and not self.quiet:
+            if self._drawn_seed is not None and not self.quiet and is_main_process():
                 click.echo(f"seed: {self._drawn_seed}", err=True)
         return self._pipe
 

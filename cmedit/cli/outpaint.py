@@ -79,7 +79,7 @@ Examples:
 @file_options
 def outpaint(images, left, right, top, bottom, feather, strength, output, model, steps, timesteps, seed, device, dtype,
              class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality, no_alpha,
-             max_pixels) -> None:
+             max_pixels, batch_size) -> None:
     """Extend each IMAGE by the given borders and fill them; the original pixels are kept exactly."""
     if left + right + top + bottom == 0:
         raise click.UsageError("give at least one of --left, --right, --top, --bottom")
@@ -92,4 +92,4 @@ def outpaint(images, left, right, top, bottom, feather, strength, output, model,
                          num_samples=num_samples, max_pixels=max_pixels)
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
-             max_pixels=max_pixels)
+             max_pixels=max_pixels, batch_size=batch_size)

@@ -7,7 +7,8 @@ from typing import Callable
 import click
 
 from .files import Result, batch_key_for_noise, expand_inputs, file_options, plan_jobs, run_jobs
-from .options import (ModelLoader, candidate_generators, model_options,
+from .manifest import check_inputs, manifest_option, run_manifest_command
+from .options import (ModelLoader, candidate_generators, file_class_labels, model_options,
                       noise_level_option, schedule_kwargs, split_candidates, strength_option)
 
 
@@ -30,9 +31,12 @@ def super_resolve_edit(pipe: Callable, *, factor: int = 4, also_colorize: bool =
             check_pixels(f"{loaded.path}: the x{factor} result", loaded.rgb.shape[0] * factor,
                          loaded.rgb.shape[1] * factor, num_samples, max_pixels or DEFAULT_MAX_PIXELS)
         generator = candidate_generators(seed, len(batch), num_samples)
+        tiled = max(batch[0].rgb.shape[:2]) * factor > pipe().resolution
         out = pipe().super_resolve([loaded.rgb for loaded in batch], factor=factor, colorize=also_colorize,
                                    kernel=kernel, noise_level=noise_level,
-                                   overlap=overlap, class_labels=class_label, num_images_per_prompt=num_samples,
+                                   overlap=overlap, num_images_per_prompt=num_samples,
+                                   class_labels=class_label if tiled
+                                   else file_class_labels(pipe(), class_label, [seed] * len(batch)),
                                    generator=generator, output_type="np",
                                    **schedule_kwargs(steps, timesteps, strength=strength)).images
         results = []
@@ -53,7 +57,8 @@ Examples:
   cmedit super-resolve --factor 4 --colorize samples/animal_8x8.png -o big_color.png
   cmedit super-resolve --factor 4 --kernel bicubic --noise-level 0.025 samples/face_8x8.png -o big.png
 """)
-@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.argument("images", nargs=-1, metavar="IMAGE...")
+@manifest_option
 @click.option("--factor", "-f", type=click.IntRange(min=2), default=4, show_default=True,
               help="Upscaling factor; must divide the model's resolution (2, 4, 8, ...).")
 @click.option("--kernel", type=click.Choice(["bicubic", "bilinear", "lanczos", "box"]), default=None,
@@ -73,14 +78,22 @@ Examples:
               "Default: ./<image>_x<factor>.png.")
 @model_options
 @file_options
-def super_resolve(images, factor, kernel, noise_level, also_colorize, overlap, strength, output, model, steps, timesteps, seed, device,
-                  dtype, class_label, num_samples, compile_unet, channels_last, max_batch, overwrite, quiet, quality,
-                  no_alpha, max_pixels) -> None:
+def super_resolve(images, manifest, factor, kernel, noise_level, also_colorize, overlap, strength, output, model,
+                  steps, timesteps, seed, device, dtype, class_label, num_samples, compile_unet, channels_last,
+                  max_batch, overwrite, quiet, quality, no_alpha, max_pixels, batch_size) -> None:
     """Upscale each IMAGE by FACTOR; shrinking the result as KERNEL does gives the input back."""
     if kernel is None:
         kernel = "box" if also_colorize else "bicubic"
     if also_colorize and kernel != "box":
         raise click.UsageError("--colorize needs --kernel box (block means of the luminance)")
+    check_inputs(images, manifest)
+    if manifest is not None:
+        return run_manifest_command(
+            "super-resolve", manifest, output=output, strength=strength, model=model, steps=steps,
+            timesteps=timesteps, seed=seed, device=device, dtype=dtype, class_label=class_label,
+            num_samples=num_samples, compile_unet=compile_unet, channels_last=channels_last, max_batch=max_batch,
+            overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha, max_pixels=max_pixels,
+            factor=factor, colorize=also_colorize, overlap=overlap, kernel=kernel, noise_level=noise_level)
     jobs = plan_jobs(expand_inputs(images), output, f"x{factor}", num_samples)
     pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
     seed = pipe.seed(seed)
@@ -91,4 +104,4 @@ def super_resolve(images, factor, kernel, noise_level, also_colorize, overlap, s
                               noise_level=noise_level)
 
     run_jobs(jobs, edit, output=output, overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha,
-             max_pixels=max_pixels, batch_key=batch_key_for_noise(noise_level))
+             max_pixels=max_pixels, batch_key=batch_key_for_noise(noise_level), batch_size=batch_size)
