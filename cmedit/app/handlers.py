@@ -176,11 +176,12 @@ def _loader(models: ModelCache, spec: str | None):
 def _generate(pipe, options: dict, out_dir: Path) -> list[Path]:
     """``cmedit generate -n N``: N samples, files 0000.png, ..."""
     from ..cli.files import Result, write_result
-    from ..cli.options import make_generator, schedule_kwargs
+    from ..cli.options import file_class_labels, make_generator, schedule_kwargs
 
     count = options["num_samples"]
-    images = pipe().generate(batch_size=count, class_labels=options["class_label"],
-                             generator=make_generator(options["seed"]), output_type="np",
+    seeds = [options["seed"] + i for i in range(count)]  # image i: seed + i, as cmedit generate
+    images = pipe().generate(batch_size=count, class_labels=file_class_labels(pipe(), options["class_label"], seeds),
+                             generator=[make_generator(s) for s in seeds], output_type="np",
                              **schedule_kwargs(options["steps"], options["timesteps"])).images
     paths = [out_dir / f"{i:04d}.png" for i in range(count)]
     for path, rgb in zip(paths, images):
