@@ -25,6 +25,19 @@ R = RESOLUTION
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def restore_library_logging():
+    """The CLI with -q sets the "cmedit" logger to ERROR (``show_library_notes``): put it back after
+    this module, so that later tests' ``caplog`` sees the library's warnings."""
+    import logging
+
+    library = logging.getLogger("cmedit")
+    saved = library.handlers[:], library.propagate, library.level
+    yield
+    library.handlers[:], library.propagate = saved[0], saved[1]
+    library.setLevel(saved[2])
+
+
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
