@@ -18,9 +18,10 @@ Examples:
   accelerate launch -m cmedit generate -n 100000 --seed 0 -o generated/   # one share per GPU
 """)
 @click.option("-n", "--num-images", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Number of images to sample (in batches of --batch-size).")
+              help="Number of images to sample.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
-              help="Images per forward pass.")
+              help="Images per call of the model (and per share handed to a process); the images do not depend "
+                   "on it. --max-batch bounds how many the network runs at once (memory).")
 @click.option("-o", "--output", metavar="PATH", default="generated/", show_default=True,
               help="Output folder (files 0000.png, ...) or a file name (numbered when several). With --seed, "
                    "image i has seed --seed + i and those that exist are skipped, so a stopped run is resumed by "
@@ -39,6 +40,9 @@ def generate(num_images, batch_size, output, model, steps, timesteps, seed, devi
     from ..io.files import OutputExistsError, check_output_path, write_image
     from .files import finish
 
+    if num_samples != 1 and not quiet:  # a model option every edit command has; -n says it for generate
+        click.echo("note: --num-samples is deprecated for generate: use -n (the count is -n times --num-samples)",
+                   err=True)
     count = num_images * num_samples
     names = OutputNames(output, count, overwrite=overwrite, resume=seed is not None)
     main = is_main_process()
@@ -144,3 +148,9 @@ class OutputNames:
         except OSError:
             return -1
         return max(numbers, default=-1)
+
+
+# -n is generate's count: the edit commands' --num-samples (candidates per input) stays accepted, hidden.
+for _param in generate.params:
+    if _param.name == "num_samples":
+        _param.hidden = True
