@@ -35,7 +35,7 @@ def image(path: Path, seed: int = 0, size: tuple[int, int] = (R, R)) -> Path:
 
 
 def _racer(barrier: Path, me: int, n: int, args: list[str], results) -> None:
-    """A forked cmedit process whose write waits until every process of the race has reached its write
+    """A cmedit process (spawned) whose write waits until every process of the race has reached its write
     (a barrier of files), so that all have passed the "output exists?" check before any writes."""
     original = io_files.write_image
 
@@ -52,12 +52,13 @@ def _racer(barrier: Path, me: int, n: int, args: list[str], results) -> None:
 
 
 def race(tmp_path: Path, commands: list[list]) -> list[tuple[int, str]]:
-    """Run the commands in concurrent processes (forked: two real processes, without a second torch import)."""
+    """Run the commands in concurrent processes (spawned: a forked child of a process that has used torch's
+    OpenMP threads can hang in its first parallel operation)."""
     import multiprocessing
 
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")
     results = context.Queue()
     processes = [context.Process(target=_racer, args=(barrier, i, len(commands), [str(a) for a in command], results))
                  for i, command in enumerate(commands)]
@@ -186,7 +187,7 @@ def test_sigint_and_sigterm_mid_write_leave_nothing_and_exit_128_plus_signal(tmp
 
     source = image(tmp_path / "in.png")
     out = tmp_path / "out"
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")
     results = context.Queue()
     args = ["colorize", str(source), "--model", str(model_dir), "--steps", "1", "-q", "-o", f"{out}/"]
     process = context.Process(target=_interrupted, args=(signum, args, results))
@@ -367,7 +368,7 @@ def _limited(args: list[str], headroom: int, results) -> None:
 def run_limited(*args, headroom: int = 1 << 30) -> tuple[int, str, str]:
     import multiprocessing
 
-    context = multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("spawn")
     results = context.Queue()
     process = context.Process(target=_limited, args=([str(a) for a in args], headroom, results))
     process.start()
