@@ -77,3 +77,35 @@ def sample_by_hand(unet: UNet2DModel, scheduler: CMStochasticIterativeScheduler,
             noise = randn_tensor(x.shape, generator=generator)
             x = denoised + noise * (sigmas[n + 1].clamp(min=smin) ** 2 - smin**2) ** 0.5
     return x
+
+
+def run_script(script, *args):
+    """Run a ``scripts/`` file as ``python SCRIPT ARGS...`` would, in this process (no second Python and
+    torch start-up): its exit code, stdout and stderr as a ``subprocess.CompletedProcess``; an uncaught
+    exception is printed as Python prints it (a traceback on stderr) with exit code 1."""
+    import contextlib
+    import io
+    import runpy
+    import subprocess
+    import sys
+    import traceback
+
+    argv, out, err, code = sys.argv, io.StringIO(), io.StringIO(), 0
+    sys.argv = [str(script), *map(str, args)]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(str(script), run_name="__main__")
+            except SystemExit as stop:
+                if isinstance(stop.code, str):
+                    err.write(stop.code + "\n")
+                    code = 1
+                else:
+                    code = stop.code or 0
+            except Exception:  # noqa: BLE001 - what the interpreter would print
+                err.write(traceback.format_exc())
+                code = 1
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess([sys.executable, str(script), *map(str, args)], code, out.getvalue(),
+                                       err.getvalue())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,14 +11,14 @@ from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from safetensors.torch import load_file
 
 from cmedit import ConsistencyEditPipeline, load_pipeline
-from conftest import tiny_scheduler, tiny_unet
+from conftest import run_script, tiny_scheduler, tiny_unet
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "average_weights.py"
 WEIGHTS = Path("unet") / SAFETENSORS_WEIGHTS_NAME
 
 
 def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+    return run_script(SCRIPT, *args)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from diffusers import UNet2DModel
 
 from cmedit import ConsistencyEditPipeline, load_pipeline
 from cmedit.training.model import deepen_unet, make_preset
-from conftest import tiny_scheduler, tiny_unet
+from conftest import run_script, tiny_scheduler, tiny_unet
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "deepen_unet.py"
 
@@ -82,7 +81,7 @@ def test_small_preset_deepens_to_base():
 
 
 def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+    return run_script(SCRIPT, *args)
 
 
 def test_script_writes_a_loadable_deeper_folder_and_refuses_to_overwrite(tmp_path):

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cmedit import ConsistencyEditPipeline
-from conftest import RESOLUTION, tiny_scheduler, tiny_unet
+from conftest import RESOLUTION, run_script, tiny_scheduler, tiny_unet
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "held_level_gap.py"
 
 
 def run(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+    return run_script(SCRIPT, *args)
 
 
 def rows(stdout: str) -> dict[str, list[float]]:
