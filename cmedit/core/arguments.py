@@ -34,7 +34,8 @@ def check_number(name: str, value, *, low: float | None = None) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value) or (low is not None and value < low):
-        raise ValueError(f"{name} must be a finite number" + (f" >= {low}" if low is not None else "") + f", got {value}")
+        bound = "" if low is None else f" >= {low}"
+        raise ValueError(f"{name} must be a finite number{bound}, got {value}")
     return float(value)
 
 
