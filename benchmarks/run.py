@@ -158,7 +158,7 @@ def startup(unet_config, repeats, threads, workdir: Path, reference: bool = True
                                   check=True).stdout.split()[-2:]
 
     if (DEFAULT_MODEL_DIR / "unet").is_dir():
-        model_args, model = [], "embedded default model (cmedit/models/default_model/)"
+        model_args, model = [], "embedded default model (cmedit/default_model/)"
         size = json.loads((DEFAULT_MODEL_DIR / "unet" / "config.json").read_text())["sample_size"]
     else:
         model_args = ["--model", str(save_model_folder(unet_config, workdir / "model"))]

@@ -40,7 +40,7 @@ def default_model_config() -> tuple[dict, str]:
         config = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
         return config, f"config of {path.relative_to(DEFAULT_MODEL_DIR.parent.parent)}"
     return (_unet_config(32, (64, 128, 128), (False, False, True), 1),
-            "the default model's planned size (training preset 'small'; cmedit/models/default_model/ not installed)")
+            "the default model's planned size (training preset 'small'; cmedit/default_model/ not installed)")
 
 
 def model_configs(quick: bool) -> dict[str, dict]:

@@ -1,6 +1,6 @@
 """Give a model folder's UNet one more layer per block without changing what it computes.
 
-    python scripts/deepen_unet.py cmedit/models/default_model -o runs/deep_default     # docs/training.md
+    python scripts/deepen_unet.py cmedit/default_model -o runs/deep_default     # docs/training.md
 
 The output is a copy of the input folder (scheduler, ``model_index.json``, ``cmedit.json``) whose UNet has
 ``layers_per_block`` one higher, the new layers starting as identities (``cmedit.training.model.deepen_unet``).

@@ -1,6 +1,6 @@
 """How far models' denoisers are from a reference model's at given noise levels (the "held levels").
 
-    python scripts/held_level_gap.py --reference cmedit/models/default_model runs/anchored/export
+    python scripts/held_level_gap.py --reference cmedit/default_model runs/anchored/export
 
 The anchored trajectory runs (docs/model_history.md) train the levels above
 ``--anchor-below`` on a teacher's ODE trajectories and hold the levels below it to an anchor model's

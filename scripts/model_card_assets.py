@@ -1,6 +1,6 @@
 """Make the model card's pictures: sample grids and edit demos on held-out emoji.
 
-    python scripts/model_card_assets.py --model cmedit/models/default_model --out docs/default_model
+    python scripts/model_card_assets.py --model cmedit/default_model --out docs/default_model
 
 Writes ``samples_1step.png``, ``samples_2step.png`` (``--timesteps``), ``samples_4step.png``
 (``--steps 4``; 64 samples each, seed 0),

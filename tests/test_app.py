@@ -195,7 +195,7 @@ def test_api_endpoints_write_what_the_cli_writes(app_url, tmp_path):
         client.predict(None, gradio_client.handle_file(str(junk)), "", 0, "", 0, 1, "", 1.0, api_name="/colorize")
 
 
-def test_two_sessions_get_their_own_results(app_url):
+def test_two_tabs_get_their_own_results(app_url):
     """Two clients at once (as two browser tabs): each gets its own seed's files."""
     clients = [gradio_client.Client(app_url, verbose=False) for _ in range(2)]
     jobs = [client.submit(None, gradio_client.handle_file(str(SAMPLES / "face_gray.png")), "", 0, "", seed, 1, "",

@@ -6,7 +6,7 @@ written by ``cmedit.cli.files.write_result``: a result downloaded from the page 
 ``cmedit <edit> IMAGE -o folder/`` writes with the same settings and seed (alpha, 16 bits, ICC kept).
 
 Errors are the library's one-line ``ValueError``s (and click's usage errors); ``cmedit.app.ui``
-shows them. The only state shared between browser sessions is the :class:`ModelCache`.
+shows them. The only state shared between browser tabs is the :class:`ModelCache`.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ Examples:
   cmedit eval samples/heldout --steps 1 --limit 16 --tasks inpaint_box,sr4
   cmedit eval samples/heldout --steps 8 --strength 0.6 --limit 16 --seeds 0 --tasks colorize,sr4
   cmedit eval samples/heldout --tasks deblur-gauss --noise-level 0,0.025 --limit 8 --seeds 0
-  cmedit eval 'samples/heldout/1f1e*.png' --model cmedit/models/default_model --seeds 0 --tasks colorize
+  cmedit eval 'samples/heldout/1f1e*.png' --model cmedit/default_model --seeds 0 --tasks colorize
 """)
 @click.argument("sources", nargs=-1, required=True, metavar="FOLDER|IMAGE...")
 @click.option("--model", "-m", metavar="PATH|NAME|ID", default=None,

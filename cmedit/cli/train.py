@@ -24,7 +24,7 @@ Examples:
       --mixed-precision bf16 --threads 2
   cmedit train data/twemoji32_train.npy --run-dir runs/default --resume
   cmedit train my_images/ --run-dir runs/mine --resolution 64
-  cmedit train data/twemoji32_train.npy --run-dir runs/cd --init-from cmedit/models/default_model \\
+  cmedit train data/twemoji32_train.npy --run-dir runs/cd --init-from cmedit/default_model \\
       --start-step 8649 --pretrain-steps 7725 --stage-steps 154 --teacher checkpoints/twemoji32_teacher
 """,
 )
@@ -61,7 +61,7 @@ Examples:
 @click.option("--no-hflip", is_flag=True, help="Disable random horizontal flips.")
 @click.option("--resume", is_flag=True, help="Continue from RUN_DIR/training_state.pt.")
 @click.option("--init-from", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Start from the UNet weights of this model folder (e.g. cmedit/models/default_model) "
+              help="Start from the UNet weights of this model folder (e.g. cmedit/default_model) "
                    "with a new optimizer; for a machine without the run's training_state.pt.")
 @click.option("--start-step", type=click.IntRange(0), default=0, show_default=True,
               help="With --init-from: the step (curriculum position) to continue at.")

@@ -15,7 +15,7 @@ from .presets import PRESETS
 logger = logging.getLogger(__name__)
 
 # The one place that names the model used when none is given: the embedded model (MODEL_CARD.md).
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "default_model"
 DEFAULT_MODEL_NOTE = ("the embedded default model is a 32x32 emoji model (MODEL_CARD.md): edits of photos come out "
                       "wrong; pass --model (a released OpenAI model such as cd_imagenet64_l2 or cd_bedroom256_lpips, "
                       "or your own folder) for other images")
