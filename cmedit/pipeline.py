@@ -27,9 +27,11 @@ import logging
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from diffusers import CMStochasticIterativeScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
 
 from .core.arguments import ClassLabels, EditOptions, Generators, check_int, check_number, draw_class_labels
 from .core.operators import Colorization, Inpainting, Operator, SuperResolution, compose
@@ -41,7 +43,8 @@ from .core.schedules import (DEFAULT_EDIT_STEPS, EDIT_CONFIG_NAME, SCHEDULE_KEYS
                              edit_schedule, read_schedule_file, set_timesteps, strength_timesteps)
 from .fullres.crops import inpaint_regions
 from .fullres.tiles import super_resolve_tiled
-from .io.tensors import ImageBatchInput, images_to_tensor, masks_to_tensor, resize
+from .fullres.bands import FullSizeImages, resize_down, upsample_columns
+from .io.tensors import ImageBatchInput, image_parts, images_to_tensor, masks_to_tensor, resize
 
 logger = logging.getLogger(__name__)
 
@@ -225,9 +228,10 @@ class ConsistencyEditPipeline(DiffusionPipeline):
                 step's projection instead of copying the noise (``cmedit.core.noise``; docs/design.md, section 11).
         """
         check_output_type(output_type)
-        y = images_to_tensor(image)
-        noise_level = resolve_noise_level(noise_level, y)
+        images = FullSizeImages(image_parts(image), scaled=False)
+        noise_level = resolve_noise_level(noise_level, images.whole() if isinstance(noise_level, str) else None)
         if isinstance(operator, LinearOperator):
+            y = images.whole()
             if strength == 1.0 and timesteps is None:
                 strength = operator.default_strength
             options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
@@ -240,8 +244,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             return self._output(x, output_type, return_dict)
         options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
                               generator, noise_level)
-        self._note_domain(*y.shape[-2:])
-        return self._output(self.edit_tensor(y, operator, options), output_type, return_dict)
+        self._note_domain(*images.shape[-2:])
+        return self._output_bands(images, operator, options, output_type, return_dict)
 
     def deblur(self, image: ImageBatchInput, kernel, noise_level: float | str = 0.0, **kwargs
                ) -> ImagePipelineOutput | tuple:
@@ -274,41 +278,71 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             ``(B * K, C, H, W)`` float32 in ``[-1, 1]``, on the pipeline's device, whose known components
             (through ``operator``) equal ``y``'s.
         """
+        sink = _TensorSink(y.shape[-1])
+        self._edit_bands(FullSizeImages(y), operator, options, sink, start_image=start_image)
+        return sink.out
+
+    def _edit_bands(self, images: FullSizeImages, operator: Operator, options: EditOptions,
+                    write: Callable[[slice, torch.Tensor], None], start_image: torch.Tensor | None = None) -> None:
+        """:meth:`edit_tensor` with the full-size steps in bands (``cmedit.fullres.bands``): ``write(columns, x)``
+        receives the result, ``(B * K, C, H, w)`` float32 in ``[-1, 1]``, a band of columns at a time."""
         k = options.num_images_per_prompt
-        options.check_batch(len(y))
+        options.check_batch(images.shape[0])
         num_inference_steps, timesteps = self.edit_schedule(options.num_inference_steps, options.timesteps,
                                                             options.strength)
-        y = y.repeat_interleave(k, dim=0)
-        size = self.resolution
-        model_operator = operator.resized((size, size)) if tuple(y.shape[-2:]) != (size, size) else operator
-        operator.check_shape(y.shape)
-        model_operator.check_shape((y.shape[0], y.shape[1], size, size))
+        shape = torch.Size((images.shape[0] * k, *images.shape[1:]))
+        size, full = self.resolution, tuple(images.shape[-2:])
+        model_operator = operator.resized((size, size)) if full != (size, size) else operator
+        operator.check_shape(shape)
+        model_operator.check_shape((shape[0], shape[1], size, size))
+        whole = slice(None)
+        banded = full != (size, size) and operator.window(whole, whole) is not None
+        multiple = getattr(operator, "patch", 1)
 
         device, dtype, generator = self._execution_device, self.unet.dtype, options.generator
         # Only the known part reaches the model: resizing y itself would blur unknown content into it.
-        y_model = resize(operator.known_part(y), (size, size)).to(device=device, dtype=dtype)
+        if banded:
+            y_model = resize_down(images, (size, size), k, multiple=multiple,
+                                  transform=lambda band, rows: operator.window(rows, whole).known_part(band))
+        else:
+            y = images.whole().repeat_interleave(k, dim=0)
+            y_model = resize(operator.known_part(y), (size, size))
+        y_model = y_model.to(device=device, dtype=dtype)
         # The noise on the operator's known components (pixel noise times its gain), step by step.
         eta = step_eta(options.noise_level * getattr(operator, "noise_gain", 1.0), self.scheduler.config.sigma_data)
         wrapper = MaskedProjectionScheduler(self.scheduler, model_operator, y_model, eta=eta)
         set_timesteps(wrapper, num_inference_steps, timesteps, device)
         # docs/design.md, section 5: the initial noise is the first draw, then one draw per step.
         noise = randn_tensor(y_model.shape, generator=generator, device=device, dtype=dtype)
-        start = None if options.strength == 1 else resize(y if start_image is None else start_image,
-                                                           (size, size)).to(device=device, dtype=dtype)
+        start = None
+        if options.strength != 1:
+            start = (resize(start_image, (size, size)) if start_image is not None
+                     else resize_down(images, (size, size), k) if banded else resize(y, (size, size)))
+            start = start.to(device=device, dtype=dtype)
         x = wrapper.initial_sample(noise, start)
-        labels = self.class_labels_for(options.class_labels, len(y) // k, generator)
+        labels = self.class_labels_for(options.class_labels, shape[0] // k, generator)
         if labels is not None:
             labels = labels.repeat_interleave(k, dim=0)
         x = self._run(wrapper, x, labels, generator)
 
         # The final projection and range fit run in float32 at the input's size.
-        x, y = x.float(), y.to(x.device)
+        x = x.float()
         eta = wrapper._etas[-1]  # the final projection at full size regularised as the last step's
-        if tuple(y.shape[-2:]) != (size, size):
-            x = resize(x, tuple(y.shape[-2:]))
-            x = operator.project_noisy(x, operator.known_part(y), eta) if eta else operator.project(
-                x, operator.known_part(y))
-        return x.clamp(-1, 1) if eta else operator.fit_range(x, y)
+        if not banded:
+            y = y.to(x.device)
+            if full != (size, size):
+                x = resize(x, full)
+                x = operator.project_noisy(x, operator.known_part(y), eta) if eta else operator.project(
+                    x, operator.known_part(y))
+            write(whole, x.clamp(-1, 1) if eta else operator.fit_range(x, y))
+            return
+        for cols, band in upsample_columns(x, full, multiple):
+            part = operator.window(whole, cols)
+            y = images.window(cols=cols).repeat_interleave(k, dim=0).to(x.device)
+            x_band = band()
+            x_band = part.project_noisy(x_band, part.known_part(y), eta) if eta else part.project(
+                x_band, part.known_part(y))
+            write(cols, x_band.clamp(-1, 1) if eta else part.fit_range(x_band, y))
 
     @_edit_args()
     def inpaint(
@@ -401,13 +435,13 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             image: one image or a list of them (see :meth:`edit`).
             {edit_args}
         """
-        images = images_to_tensor(image)
+        images = FullSizeImages(image_parts(image), scaled=False)
         self._note_domain(*images.shape[-2:])
         everything = Inpainting(torch.ones(1, 1, *images.shape[-2:]))
         options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
                               generator)
         check_output_type(output_type)
-        return self._output(self.edit_tensor(images, everything, options), output_type, return_dict)
+        return self._output_bands(images, everything, options, output_type, return_dict)
 
     @_edit_args()
     def colorize(
@@ -550,6 +584,33 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         return draw_class_labels(self.unet.config.num_class_embeds, class_labels, batch_size, generator,
                                  self._execution_device)
 
+    @torch.inference_mode()
+    def _output_bands(self, images: FullSizeImages, operator: Operator, options: EditOptions, output_type: str,
+                      return_dict: bool) -> ImagePipelineOutput | tuple:
+        """:meth:`edit_tensor` then :meth:`_output`, the full-size steps and the conversion a band at a time:
+        beyond the input, only the output (and the ``uint8`` array a PIL output is made from) is held whole."""
+        count, channels = images.shape[0] * options.num_images_per_prompt, images.shape[1]
+        height, width = images.shape[-2:]
+        if output_type == "pt":
+            sink = _TensorSink(width, lambda x: (x / 2 + 0.5).clamp(0, 1))
+        else:
+            dtype = np.uint8 if output_type == "pil" else np.float32
+            out = np.empty((count, height, width, channels), dtype=dtype)
+
+            def sink(cols: slice, x: torch.Tensor) -> None:
+                band = (x / 2 + 0.5).clamp(0, 1).float().cpu().permute(0, 2, 3, 1).numpy()
+                out[:, :, cols] = (band * 255).round().astype("uint8") if output_type == "pil" else band
+        self._edit_bands(images, operator, options, sink)
+        if output_type == "pt":
+            result = sink.out
+        elif output_type == "pil":  # as diffusers' numpy_to_pil, from the same uint8 values
+            result = [Image.fromarray(image.squeeze(), mode="L") if channels == 1 else Image.fromarray(image)
+                      for image in out]
+        else:
+            result = out
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=result) if return_dict else (result,)
+
     def _output(self, x: torch.Tensor, output_type: str, return_dict: bool) -> ImagePipelineOutput | tuple:
         """Postprocess as ``ConsistencyModelPipeline`` does: ``[-1, 1]`` to ``[0, 1]``, then np or PIL."""
         images = (x / 2 + 0.5).clamp(0, 1)
@@ -559,6 +620,25 @@ class ConsistencyEditPipeline(DiffusionPipeline):
                 images = self.numpy_to_pil(images)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
+
+
+class _TensorSink:
+    """Gathers the bands of :meth:`ConsistencyEditPipeline._edit_bands` into one tensor of ``width`` columns,
+    each through ``postprocess``; a single band that is the whole image is kept as it is."""
+
+    def __init__(self, width: int | None = None, postprocess: Callable[[torch.Tensor], torch.Tensor] | None = None
+                 ) -> None:
+        self.width, self.postprocess, self.out = width, postprocess, None
+
+    def __call__(self, cols: slice, x: torch.Tensor) -> None:
+        if self.postprocess is not None:
+            x = self.postprocess(x)
+        if cols == slice(None):
+            self.out = x
+            return
+        if self.out is None:
+            self.out = torch.empty((*x.shape[:-1], self.width), dtype=x.dtype, device=x.device)
+        self.out[..., cols] = x
 
 
 def check_output_type(output_type: str) -> None:

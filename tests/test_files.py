@@ -297,13 +297,13 @@ def test_same_size_files_are_batched_and_give_the_same_images_as_one_by_one(tmp_
     write_mask(tmp_path / "m.png")
     args = [a.format(tmp=tmp_path) for a in command]
     batches = []
-    original = ConsistencyEditPipeline.edit_tensor
+    original = ConsistencyEditPipeline._edit_bands  # every edit's sampling, whole-image or in crops
 
-    def counting_edit(self, y, *a, **k):
-        batches.append(len(y))
-        return original(self, y, *a, **k)
+    def counting_edit(self, images, *a, **k):
+        batches.append(images.shape[0])
+        return original(self, images, *a, **k)
 
-    monkeypatch.setattr(ConsistencyEditPipeline, "edit_tensor", counting_edit)
+    monkeypatch.setattr(ConsistencyEditPipeline, "_edit_bands", counting_edit)
     together = run(*args, *(tmp_path / f"f{i}.png" for i in range(3)), "--model", model_dir, "--steps", 2,
                    "--seed", 4, "--num-samples", 2, "-q", "-o", f"{tmp_path}/together/")
     assert together.exit_code == 0, together.output

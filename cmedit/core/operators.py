@@ -96,6 +96,13 @@ class Operator:
         """The same edit for images resized to ``size`` (H, W); size-agnostic operators return themselves."""
         return self
 
+    def window(self, rows: slice, cols: slice) -> "Operator | None":
+        """The same edit on the window ``[rows, cols]`` of its images, for an operator that acts per pixel
+        or per patch (projection, known part and range fit of a window are the window's of the whole);
+        ``None`` otherwise, as here: :meth:`fit_range` fits one ``alpha`` per image. Whole-image edits
+        use it to make their full-size steps a band at a time (``cmedit.fullres.bands``)."""
+        return None
+
 
 def _range_scale(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per entry, the largest ``alpha`` in ``[0, 1]`` with ``y + alpha (x - y)`` inside ``[-1, 1]``."""
@@ -135,6 +142,9 @@ class Inpainting(Operator):
     def fit_range(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # Known pixels are y itself and generated ones were clipped: nothing leaves the range.
         return x.clamp(-1, 1)
+
+    def window(self, rows: slice, cols: slice) -> "Inpainting":
+        return Inpainting(self._mask[..., rows, cols])
 
     def resized(self, size: tuple[int, int]) -> "Inpainting":
         # A resized pixel is generated if any pixel it covers is: the model never sees masked content.
@@ -227,6 +237,16 @@ class PatchOperator(Operator):
 
     def mask(self, shape: torch.Size, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         return self._cast("mask", self._omega, device, dtype)
+
+    def window(self, rows: slice, cols: slice) -> "PatchOperator | None":
+        """Itself, for windows aligned to the patches; ``None`` for a subclass with its own maps."""
+        cls = type(self)
+        if any(getattr(cls, name) is not getattr(PatchOperator, name)
+               for name in ("A", "AT", "mask", "project", "project_noisy", "known_part", "fit_range")):
+            return None
+        if any((s.start or 0) % self.patch for s in (rows, cols)):
+            raise ValueError(f"a window of a patch operator must start at a multiple of {self.patch}")
+        return self
 
     def check_shape(self, shape: torch.Size) -> None:
         if shape[1] != self.channels:

@@ -176,7 +176,8 @@ def read_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         image.mode == "P" and "transparency" in image.info)
     grey = image.mode in ("1", "L", "LA", "La", "I", "F") or (
         image.mode == "P" and _palette_is_grey(image))
-    rgba = np.asarray(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
+    rgba = np.array(image.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32)
+    rgba /= 255.0  # in place: one float copy of the picture, not two
     alpha = rgba[..., 3] if has_alpha else None
     return LoadedImage(path, np.ascontiguousarray(rgba[..., :3]), alpha, 8, grey, icc)
 
@@ -234,13 +235,33 @@ def encode(rgb: np.ndarray, alpha: np.ndarray | None, bits: int, grey: bool, fmt
     """Float ``(H, W, 3)`` in ``[0, 1]`` (+ alpha) to the integer array to write: ``(H, W[, C])``.
 
     8-bit values are ``round(255 x)``, as diffusers' ``numpy_to_pil``; greyscale output is the
-    BT.601 luminance. 16 bits only where the format holds them (PNG, TIFF).
+    BT.601 luminance. 16 bits only where the format holds them (PNG, TIFF). Converted in bands of
+    rows (:data:`ENCODE_BAND_PIXELS`), so that no float copy of the whole picture is made.
     """
+    alpha = alpha if alpha is not None and fmt in ALPHA_FORMATS else None
+    deep = bits == 16 and fmt in SIXTEEN_BIT_FORMATS
+    if rgb.ndim != 3:  # a batch (B, H, W, 3)
+        return _encode_rows(rgb, alpha, deep, grey)
+    height, width = rgb.shape[:2]
+    channels = (1 if grey else 3) + (alpha is not None)
+    out = np.empty((height, width, channels), dtype=np.uint16 if deep else np.uint8)
+    step = max(1, ENCODE_BAND_PIXELS // max(width, 1))
+    for top in range(0, height, step):
+        rows = slice(top, top + step)
+        out[rows] = _encode_rows(rgb[rows], None if alpha is None else alpha[rows], deep, grey)
+    return out
+
+
+# Pixels converted at a time by :func:`encode`.
+ENCODE_BAND_PIXELS = 1 << 18
+
+
+def _encode_rows(rgb: np.ndarray, alpha: np.ndarray | None, deep: bool, grey: bool) -> np.ndarray:
     if grey:
         rgb = (rgb * np.asarray(LUMINANCE, dtype=np.float32)).sum(axis=-1, keepdims=True) / sum(LUMINANCE)
-    channels = [rgb] if alpha is None or fmt not in ALPHA_FORMATS else [rgb, alpha[..., None]]
+    channels = [rgb] if alpha is None else [rgb, alpha[..., None]]
     values = np.clip(np.concatenate(channels, axis=-1), 0, 1)
-    if bits == 16 and fmt in SIXTEEN_BIT_FORMATS:
+    if deep:
         return np.round(values * 65535).astype(np.uint16)
     return np.round(values * 255).astype(np.uint8)
 

@@ -102,9 +102,16 @@ def _to_one_channel(tensor: torch.Tensor) -> torch.Tensor:
 
 def images_to_tensor(images: ImageBatchInput) -> torch.Tensor:
     """Image(s) to a ``(B, 3, H, W)`` float32 tensor in ``[-1, 1]``; greyscale is replicated to RGB."""
+    return torch.cat(image_parts(images)) * 2 - 1
+
+
+def image_parts(images: ImageBatchInput) -> list[torch.Tensor]:
+    """The checked pieces of :func:`images_to_tensor` before it joins them: ``(b, 3, H, W)`` float32 in
+    ``[0, 1]``, views of float32 arrays where the input is one (greyscale expanded, not copied).
+    ``cmedit.fullres.bands.FullSizeImages`` scales them a window at a time."""
     parts = [_single_to_float(image, gray=False) for image in _as_list(images)]
     _check_same_size(parts)
-    return torch.cat(parts) * 2 - 1
+    return parts
 
 
 def transparent(alpha: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
