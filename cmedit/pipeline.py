@@ -41,6 +41,7 @@ from .core.projection import MaskedProjectionScheduler
 from .core.sampler import sample
 from .core.schedules import (DEFAULT_EDIT_STEPS, EDIT_CONFIG_NAME, SCHEDULE_KEYS, check_schedule,  # noqa: F401
                              edit_schedule, read_schedule_file, set_timesteps, strength_timesteps)
+from .fullres.budget import DEFAULT_MAX_PIXELS, check_pixels
 from .fullres.crops import inpaint_regions
 from .fullres.tiles import super_resolve_tiled
 from .fullres.bands import FullSizeImages, resize_down, upsample_columns
@@ -89,6 +90,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, scheduler=scheduler)
         self.max_batch_size = None
+        self.max_pixels = DEFAULT_MAX_PIXELS
         # The schedules used when none is given (from the model folder's cmedit.json). None: edits
         # take DEFAULT_EDIT_STEPS equally spaced steps, generation one step.
         self.edit_timesteps: list[int] | None = None
@@ -110,6 +112,23 @@ class ConsistencyEditPipeline(DiffusionPipeline):
     @max_batch_size.setter
     def max_batch_size(self, value: int | None) -> None:
         self._max_batch_size = None if value is None else check_int("max_batch_size", value, low=1)
+
+    @property
+    def max_pixels(self) -> int:
+        """The most pixels a full-resolution buffer may hold, times the candidates (default ``DEFAULT_MAX_PIXELS``,
+        64 MP, as ``--max-pixels``): a result, an inpainting crop window, a super-resolved output.
+
+        An edit that needs more is refused before anything is allocated, with
+        ``cmedit.fullres.budget.MemoryBudgetError`` (a ``ValueError``, one line; docs/guarantees.md).
+        """
+        return self._max_pixels
+
+    @max_pixels.setter
+    def max_pixels(self, value: int | None) -> None:
+        self._max_pixels = DEFAULT_MAX_PIXELS if value is None else check_int("max_pixels", value, low=1)
+
+    def _check_result(self, what: str, height: int, width: int, candidates: int) -> None:
+        check_pixels(what, height, width, candidates, self.max_pixels)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "ConsistencyEditPipeline":
@@ -236,6 +255,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
                 strength = operator.default_strength
             options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
                                   generator, noise_level)
+            self._check_result("the result", *operator.image_size(tuple(y.shape[-2:])), options.num_images_per_prompt)
             from .restoration import restore
 
             self._note_domain(*operator.image_size(tuple(y.shape[-2:])))
@@ -244,6 +264,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             return self._output(x, output_type, return_dict)
         options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
                               generator, noise_level)
+        self._check_result("the result", *images.shape[-2:], options.num_images_per_prompt)
         self._note_domain(*images.shape[-2:])
         return self._output_bands(images, operator, options, output_type, return_dict)
 
@@ -406,6 +427,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             with torch.inference_mode():
                 x = inpaint_regions(self, images, masks, options, context=context, feather=feather)
         else:
+            self._check_result("the result", *images.shape[-2:], options.num_images_per_prompt)
             masks = masks.repeat_interleave(num_images_per_prompt, dim=0) if len(masks) > 1 else masks
             x = self.edit_tensor(images, Inpainting(masks), options)
         return self._output(x, output_type, return_dict)
@@ -437,9 +459,10 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         """
         images = FullSizeImages(image_parts(image), scaled=False)
         self._note_domain(*images.shape[-2:])
-        everything = Inpainting(torch.ones(1, 1, *images.shape[-2:]))
         options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
                               generator)
+        self._check_result("the result", *images.shape[-2:], options.num_images_per_prompt)
+        everything = Inpainting(torch.ones(1, 1, *images.shape[-2:]))
         check_output_type(output_type)
         return self._output_bands(images, everything, options, output_type, return_dict)
 
@@ -511,6 +534,9 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             {edit_args}
         """
         check_int("factor", factor, low=2)
+        check_int("num_images_per_prompt", num_images_per_prompt, low=1)
+        low_size = image_parts(image)[0].shape[-2:]  # the small input; its checks, once more below
+        self._check_result(f"the x{factor} result", low_size[0] * factor, low_size[1] * factor, num_images_per_prompt)
         if kernel is None:
             kernel = "box" if colorize else "bicubic"
         if kernel != "box":

@@ -195,3 +195,63 @@ def test_pipeline_moves_with_to(pipe):
     out = pipe.super_resolve(rgb(4, 4), factor=4, num_inference_steps=1, generator=seed(), output_type="np")
     assert out.images.dtype == np.float32 and np.isfinite(out.images).all()
     assert isinstance(Colorization(), Colorization)
+
+
+def test_whole_image_full_size_steps_in_bands_give_the_same_bits(pipe, monkeypatch, tmp_path):
+    """Colorize / img2img on an odd-sized image: bands of 8 lines give the bits of one band (cmedit.fullres.bands)."""
+    import cmedit.fullres.bands as bands
+    from cmedit.io import files
+
+    rng = np.random.default_rng(3)
+    image = rng.random((37, 53, 3)).astype(np.float32)
+
+    def edits() -> list[np.ndarray]:
+        g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+        colorized = pipe.colorize(image, num_inference_steps=2, num_images_per_prompt=2, generator=g(),
+                                  output_type="np").images
+        noisy = pipe.colorize(image, noise_level=0.05, strength=0.6, num_inference_steps=2, generator=g(),
+                              output_type="pil").images[0]
+        painted = pipe.img2img((image * 255).astype(np.uint8), num_inference_steps=2, generator=g(),
+                               output_type="pt").images
+        files.write_image(tmp_path / "c.png", colorized[0], image[..., 0], overwrite=True)
+        return [colorized, np.asarray(noisy), painted.numpy(), np.asarray(Image.open(tmp_path / "c.png"))]
+
+    whole = edits()
+    monkeypatch.setattr(bands, "BAND_PIXELS", 1)  # every band as thin as allowed: 8 rows or columns
+    monkeypatch.setattr(files, "ENCODE_BAND_PIXELS", 1)
+    banded = edits()
+    for a, b in zip(whole, banded):
+        assert a.shape == b.shape and np.array_equal(a, b)
+    assert bands.band_starts(53, 37) == [0, 8, 16, 24, 32, 40, 53]  # the thin last band joins the one before
+
+
+def test_full_resolution_buffers_refused_by_the_library_before_any_model_call(pipe, monkeypatch):
+    from cmedit.fullres.budget import DEFAULT_MAX_PIXELS, MemoryBudgetError
+    from cmedit.fullres.canvas import outpaint_canvas
+    from cmedit.fullres.crops import inpaint_regions
+    from cmedit.core.arguments import EditOptions
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model ran")
+
+    monkeypatch.setattr(pipe.unet, "forward", no_model)
+    assert pipe.max_pixels == DEFAULT_MAX_PIXELS
+    # 20000 x 32, right half masked: the crop window would be 20000 x 20000 (4.8 GB of float32).
+    image, mask = torch.zeros(1, 3, 32, 20000), torch.zeros(1, 1, 32, 20000)
+    mask[..., 10000:] = 1
+    with pytest.raises(MemoryBudgetError, match="crop window around the masked region of 20000x20000 pixels "
+                                                "exceeds the limit of 64,000,000"):
+        inpaint_regions(pipe, image, mask, EditOptions(num_inference_steps=1))
+    with pytest.raises(MemoryBudgetError, match=f"the outpainted canvas of {10**9 + 16}x16 pixels"):
+        outpaint_canvas(torch.zeros(1, 3, 16, 16), right=10**9)
+    with pytest.raises(MemoryBudgetError, match="the x16 result of 8000x8000 pixels x 4 candidates"):
+        pipe.super_resolve(np.zeros((500, 500, 3), np.float32), factor=16, num_images_per_prompt=4)
+    pipe.max_pixels = 1000
+    gray = np.zeros((40, 30), np.float32)
+    for call in (lambda: pipe.colorize(gray), lambda: pipe.img2img(gray),
+                 lambda: pipe.inpaint(gray, np.ones((40, 30)), full_resolution=False),
+                 lambda: pipe.inpaint(gray, np.ones((40, 30)))):
+        with pytest.raises(MemoryBudgetError, match=r"(the result of 30x40|the crop window around the masked region "
+                                                    r"of 40x40) pixels exceeds the limit of 1,000") as error:
+            call()
+        assert "\n" not in str(error.value)

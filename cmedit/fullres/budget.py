@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import numpy as np
 
+# The default pixel limit, for input images and for these buffers (``--max-pixels``,
+# ``ConsistencyEditPipeline.max_pixels``): a 8000 x 8000 photo is 64 MP.
+DEFAULT_MAX_PIXELS = 64_000_000
+
 
 class MemoryBudgetError(ValueError):
     """An edit whose full-resolution buffers would exceed the pixel limit; the message is one line."""
 
 
-def check_pixels(what: str, height: int, width: int, candidates: int, max_pixels: int) -> None:
-    """Refuse a ``height x width`` buffer held ``candidates`` times when that exceeds ``max_pixels``."""
+def check_pixels(what: str, height: int, width: int, candidates: int, max_pixels: int | None = None) -> None:
+    """Refuse a ``height x width`` buffer held ``candidates`` times when that exceeds ``max_pixels``
+    (default :data:`DEFAULT_MAX_PIXELS`)."""
+    max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     total = int(height) * int(width) * int(candidates)
     if total > max_pixels:
         times = f" x {candidates} candidates" if candidates > 1 else ""
         raise MemoryBudgetError(f"{what} of {width}x{height} pixels{times} exceeds the limit of {max_pixels:,} "
-                                "pixels (raise it with --max-pixels if the memory is there)")
+                                "pixels (raise it with --max-pixels or max_pixels if the memory is there)")
 
 
 def largest_crop_window(mask: np.ndarray, *, context: float, min_crop_size: int) -> int:

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from ..io.tensors import transparent
+from .budget import check_pixels
 
 
 def reflect_indices(start: int, stop: int, length: int, device: torch.device | None = None) -> torch.Tensor:
@@ -51,13 +52,16 @@ def reflect_crop(x: torch.Tensor, top: int, left: int, height: int, width: int) 
 
 
 def outpaint_canvas(
-    image: torch.Tensor, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0
+    image: torch.Tensor, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0, *,
+    max_pixels: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Extend ``image`` by the given number of pixels on each side; return the canvas and the border mask.
 
     Args:
         image: ``(B, C, H, W)`` in ``[-1, 1]``.
         left, right, top, bottom: pixels added on each side (``>= 0``).
+        max_pixels: a canvas of more pixels is refused up front (``cmedit.fullres.budget.MemoryBudgetError``,
+            default ``DEFAULT_MAX_PIXELS``).
 
     Returns:
         ``canvas`` ``(B, C, H + top + bottom, W + left + right)`` in ``[-1, 1]``: the image in the
@@ -77,6 +81,7 @@ def outpaint_canvas(
     if min(left, right, top, bottom) < 0:
         raise ValueError(f"border sizes must be >= 0, got left={left} right={right} top={top} bottom={bottom}")
     _, _, h, w = image.shape
+    check_pixels("the outpainted canvas", h + top + bottom, w + left + right, 1, max_pixels)
     canvas = reflect_crop(image, -top, -left, h + top + bottom, w + left + right)
     mask = torch.ones(1, 1, h + top + bottom, w + left + right, dtype=image.dtype, device=image.device)
     mask[..., top:top + h, left:left + w] = 0

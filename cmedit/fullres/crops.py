@@ -43,6 +43,7 @@ from typing import Protocol
 from ..core.arguments import EditOptions, Generators
 from ..core.operators import Inpainting, Operator
 from ..io.tensors import resize
+from .budget import check_pixels
 from .canvas import reflect_crop
 
 # Context always added around a region, in pixels, whatever ``context`` is.
@@ -215,6 +216,7 @@ def inpaint_regions(
     context: float = 0.5,
     feather: int = 3,
     min_crop_size: int | None = None,
+    max_pixels: int | None = None,
 ) -> torch.Tensor:
     """Inpaint every masked region of ``image`` at the image's own resolution, in crops (see the module docstring).
 
@@ -226,6 +228,9 @@ def inpaint_regions(
         feather: rings of the mask, counted from its border inwards, that blend generated and
             original content (0: hard edge). Never outside the mask.
         min_crop_size: smallest crop side (default ``R``: small regions are edited at native scale).
+        max_pixels: the largest crop window and the result, times the candidates, may not exceed this
+            (default ``pipe.max_pixels``, else ``DEFAULT_MAX_PIXELS``): refused up front, before anything
+            is allocated (``cmedit.fullres.budget.MemoryBudgetError``, one line).
         options: schedule, strength, labels, candidates and generator(s) as for ``pipe.edit``
             (see :func:`edit_crops` for a list of generators). With ``strength < 1`` the masked
             content guides the fill, so the crops keep it.
@@ -248,6 +253,11 @@ def inpaint_regions(
     height, width = image.shape[-2:]
 
     crops = plan_crops(mask, context=context, min_crop_size=size if min_crop_size is None else min_crop_size)
+    limit = getattr(pipe, "max_pixels", None) if max_pixels is None else max_pixels
+    side = max((crop.size for crop in crops), default=0)
+    if side:
+        check_pixels("the crop window around the masked region", side, side, k, limit)
+    check_pixels("the result", height, width, k, limit)
     result = image.repeat_interleave(k, dim=0)
     if not crops:
         return result

@@ -21,11 +21,11 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from ..core.operators import LUMINANCE
+from ..fullres.budget import DEFAULT_MAX_PIXELS  # noqa: F401 - the one limit, re-exported here
 
 logger = logging.getLogger(__name__)
 
-# Refuse larger images unless asked (decompression bombs; a 8000 x 8000 photo is 64 MP).
-DEFAULT_MAX_PIXELS = 64_000_000
+# Larger images are refused unless asked (decompression bombs): ``DEFAULT_MAX_PIXELS``, above.
 
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP",
            ".tif": "TIFF", ".tiff": "TIFF"}
