@@ -146,7 +146,8 @@ def test_generate_equals_sdxl_pipeline_with_lcm_scheduler(xl, xl_dir):
 
 
 def test_lora_on_sdxl_base_equals_sdxl_pipeline_with_lcm_scheduler(xl_base_dir, lora_file):
-    """LCM-LoRA-SDXL's use: SDXL base + load_lora_weights + LCMScheduler; CFG 1.5, with and without a negative prompt."""
+    """LCM-LoRA-SDXL's use: SDXL base + load_lora_weights + LCMScheduler; CFG 1.5 with and without a negative
+    prompt, and guidance 1 (no CFG)."""
     from diffusers import StableDiffusionXLPipeline
 
     pipe = load_pipeline(xl_base_dir, lora=str(lora_file))

@@ -92,7 +92,8 @@ def is_sd_single_file(path: Path) -> bool:
 
 
 def is_sdxl_single_file(path: Path) -> bool:
-    """True for a single-file SDXL checkpoint: its second text encoder (OpenCLIP ViT-bigG) is ``conditioner.embedders.1``."""
+    """True for a single-file SDXL checkpoint: it holds a second text encoder (OpenCLIP ViT-bigG),
+    ``conditioner.embedders.1.*``."""
     return any(k.startswith("conditioner.embedders.1.") for k in _single_file_keys(path))
 
 
@@ -185,8 +186,8 @@ def _check_sdxl(source: str, index: dict, unet: dict) -> None:
 
 
 def enable_memory_savings(pipe) -> None:
-    """VAE tiling (images larger than the VAE's tile, 512 px for SD 1.5, 1024 px for SDXL, are encoded and decoded in
-    overlapping tiles) and slicing (a batch one image at a time): bounded memory for large photos.
+    """VAE tiling (images larger than the VAE's tile, 512 px for SD 1.5 and 1024 px for SDXL, are encoded and
+    decoded in overlapping tiles) and slicing (a batch one image at a time): bounded memory for large photos.
     Results of images up to a tile are unchanged by tiling; slicing can change the last bits of a
     batch's decode, so the library leaves both off and the command line turns them on."""
     pipe.vae.enable_slicing()

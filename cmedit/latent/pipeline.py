@@ -13,6 +13,9 @@ same folders, takes LoRAs and single files through diffusers' loaders) with the 
   and composites in pixel space (every pixel outside the mask byte-identical);
 - other operators project in pixel space through the VAE at every step (``ThroughVAE``).
 
+The methods live in ``LatentEditMethods``, which ``cmedit.latent.sdxl.LatentXLEditPipeline``
+shares on diffusers' ``StableDiffusionXLPipeline``.
+
 Guidance: a UNet with ``time_cond_proj_dim`` (an LCM such as LCM-Dreamshaper) takes the guidance
 scale ``w`` as an embedding of ``w - 1`` (default 8, its model card's); a plain SD UNet with an
 LCM-LoRA uses classifier-free guidance when ``guidance_scale > 1`` (default 1: none, the LCM-LoRA card's).
