@@ -194,10 +194,14 @@ def test_sdxl_edits_keep_the_known_part(xl):
         assert result.shape == image.shape
         np.testing.assert_array_equal(result[~mask], image[~mask])
         assert np.abs(result[mask].astype(int) - image[mask]).mean() > 5
-    low = _image(32, 32, seed=5)
+    low = _image(40, 48, seed=5)  # x2 is 80x96, larger than the native 64: tiles, each with its own size ids
     high = xl.super_resolve(low, factor=2, prompt=PROMPT, num_inference_steps=STEPS, generator=_gen(0),
                             output_type="np").images[0]
-    np.testing.assert_allclose(high.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3)), low, atol=2e-3)
+    np.testing.assert_allclose(high.reshape(40, 2, 48, 2, 3).mean(axis=(1, 3)), low, atol=2e-3)
+    wide = np.asarray(xl.outpaint(image[:48, :48], right=16, prompt=PROMPT, num_inference_steps=STEPS,
+                                  generator=_gen(0)).images[0])
+    assert wide.shape == (48, 64, 3)
+    np.testing.assert_array_equal(wide[:, :48], image[:48, :48])
 
 
 def test_float16_equals_diffusers_with_the_vae_upcast(xl_dir):
