@@ -70,3 +70,56 @@ def save_lcm_folder(tmp: Path, name: str = "lcm", **kwargs) -> Path:
     components = tiny_components(tmp, **kwargs)
     LatentConsistencyModelPipeline(**components, requires_safety_checker=False).save_pretrained(folder)
     return folder
+
+
+def tiny_sdxl_components(tmp: Path, *, lcm: bool = True, seed: int = 0) -> dict:
+    """Tiny random SDXL components, shaped as diffusers' own SDXL tests build them.
+
+    Two text encoders (``CLIPTextModel`` and ``CLIPTextModelWithProjection``, hidden size 16 each: the
+    UNet's cross-attention width is 32), a UNet with SDXL's added conditioning
+    (``addition_embed_type="text_time"``: six size ids of ``addition_time_embed_dim`` 8 and the
+    16-wide pooled text embedding, ``projection_class_embeddings_input_dim`` 6 * 8 + 16 = 64), the
+    VAE of :func:`tiny_components` with ``force_upcast``. ``lcm=True``: the UNet takes the guidance
+    embedding (``time_cond_proj_dim``) as LCM-SDXL's does; ``lcm=False``: an SDXL-base-like UNet.
+    """
+    from diffusers import AutoencoderKL, LCMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        norm_num_groups=4, cross_attention_dim=32, attention_head_dim=2, use_linear_projection=True,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=64,
+        time_cond_proj_dim=8 if lcm else None,
+    ).eval()
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        norm_num_groups=4, sample_size=64, force_upcast=True, scaling_factor=0.13025,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    ).eval()
+    files = write_tokenizer_files(tmp / "tokenizer_files")
+    tokenizer = CLIPTokenizer.from_pretrained(files, model_max_length=77)
+    tokenizer_2 = CLIPTokenizer.from_pretrained(files, model_max_length=77)
+    config = dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                  num_attention_heads=2, max_position_embeddings=77, projection_dim=16,
+                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                  pad_token_id=tokenizer.pad_token_id)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**config)).eval()
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**config)).eval()
+    scheduler = LCMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+    return dict(unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+                tokenizer_2=tokenizer_2, scheduler=scheduler)
+
+
+def save_sdxl_folder(tmp: Path, name: str = "sdxl", scheduler=None, **kwargs) -> Path:
+    """Tiny SDXL components saved as diffusers saves ``StableDiffusionXLPipeline`` (``scheduler``: a scheduler
+    class to save instead of ``LCMScheduler``, e.g. ``EulerDiscreteScheduler`` as SDXL base ships)."""
+    from diffusers import StableDiffusionXLPipeline
+
+    folder = tmp / name
+    components = tiny_sdxl_components(tmp, **kwargs)
+    if scheduler is not None:
+        components["scheduler"] = scheduler.from_config(components["scheduler"].config)
+    StableDiffusionXLPipeline(**components).save_pretrained(folder)
+    return folder

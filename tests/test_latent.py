@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +13,7 @@ from cmedit.latent.pipeline import LatentEditPipeline  # noqa: E402
 from cmedit.latent.projection import LatentProjectionScheduler, latent_mask  # noqa: E402
 from cmedit.models.loading import ModelLoadError  # noqa: E402
 
-from latent_components import save_lcm_folder, tiny_components  # noqa: E402
+from latent_components import save_lcm_folder, save_sdxl_folder, tiny_components  # noqa: E402
 
 PROMPT = "a red car"
 
@@ -68,15 +66,14 @@ def test_kind_read_from_contents_not_name(lcm, lcm_dir, model_dir, tmp_path):
         load_pipeline(disguised, lora="latent-consistency/lcm-lora-sdv1-5")
 
 
-def test_sd_base_needs_lora_sdxl_refused(sd_dir, tmp_path):
-    with pytest.raises(ModelLoadError, match="add an LCM-LoRA with --lora"):
+def test_sd_base_needs_lora_sdxl_loads(sd_dir, tmp_path):
+    from cmedit.latent.sdxl import LatentXLEditPipeline
+
+    with pytest.raises(ModelLoadError, match="add an LCM-LoRA with --lora.*lcm-lora-sdv1-5"):
         load_pipeline(sd_dir)
-    xl = tmp_path / "xl"
-    xl.mkdir()
-    index = json.loads((sd_dir / "model_index.json").read_text())
-    (xl / "model_index.json").write_text(json.dumps({**index, "text_encoder_2": ["transformers", "CLIPTextModel"]}))
-    with pytest.raises(ModelLoadError, match="SDXL"):
-        load_pipeline(xl)
+    # SDXL (two text encoders, size conditioning): its own pipeline class, the same methods (tests/test_latent_sdxl.py).
+    xl = load_pipeline(save_sdxl_folder(tmp_path, name="model"))
+    assert isinstance(xl, LatentXLEditPipeline) and not isinstance(xl, LatentEditPipeline)
 
 
 def test_single_file_detected_by_keys(lcm_dir, tmp_path):

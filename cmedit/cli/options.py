@@ -133,10 +133,10 @@ def text_options() -> list:
                      help="Latent models: an LCM's embedded guidance (default 8) or, with an LCM-LoRA, "
                           "classifier-free guidance (default 1: none; 1-2 recommended)."),
         click.option("--lora", default=None, metavar="ID|FILE",
-                     help="Add an LCM-LoRA (hub id, folder or .safetensors file) to a Stable Diffusion --model, "
-                          "e.g. latent-consistency/lcm-lora-sdv1-5."),
+                     help="Add an LCM-LoRA (hub id, folder or .safetensors file) to a Stable Diffusion or SDXL "
+                          "--model, e.g. latent-consistency/lcm-lora-sdv1-5 or latent-consistency/lcm-lora-sdxl."),
         click.option("--model-config", default=None, metavar="FOLDER",
-                     help="A single-file Stable Diffusion --model: a local diffusers folder with its configs "
+                     help="A single-file Stable Diffusion or SDXL --model: a local diffusers folder with its configs "
                           "(default: fetched from the hub)."),
     ]
 

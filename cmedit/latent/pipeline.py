@@ -13,6 +13,9 @@ same folders, takes LoRAs and single files through diffusers' loaders) with the 
   and composites in pixel space (every pixel outside the mask byte-identical);
 - other operators project in pixel space through the VAE at every step (``ThroughVAE``).
 
+The methods live in ``LatentEditMethods``, which ``cmedit.latent.sdxl.LatentXLEditPipeline``
+shares on diffusers' ``StableDiffusionXLPipeline``.
+
 Guidance: a UNet with ``time_cond_proj_dim`` (an LCM such as LCM-Dreamshaper) takes the guidance
 scale ``w`` as an embedding of ``w - 1`` (default 8, its model card's); a plain SD UNet with an
 LCM-LoRA uses classifier-free guidance when ``guidance_scale > 1`` (default 1: none, the LCM-LoRA card's).
@@ -35,7 +38,7 @@ from ..core.arguments import EditOptions
 from ..core.operators import Colorization, Inpainting, Operator
 from ..io.tensors import ImageBatchInput, images_to_tensor, resize
 from ..pipeline import ConsistencyEditPipeline, check_output_type
-from .projection import LatentProjectionScheduler, ThroughVAE, VAECodec, latent_mask
+from .projection import LatentProjectionScheduler, ThroughVAE, VAECodec, latent_mask, scale_latents, unscale_latents
 
 logger = logging.getLogger(__name__)
 
@@ -52,37 +55,23 @@ class TextConditioning:
     negative_prompt: str | list[str] | None = None
     guidance_scale: float | None = None
     prompt_embeds: torch.Tensor | None = None
+    pooled_prompt_embeds: torch.Tensor | None = None  # SDXL: ``text_encoder_2``'s pooled output, with prompt_embeds
 
 
-class LatentEditPipeline(LatentConsistencyModelPipeline):
-    """Generation, inpainting, colorization and super-resolution with a latent consistency model."""
+class LatentEditMethods:
+    """The editing methods shared by ``LatentEditPipeline`` (SD 1.x/2.x) and ``LatentXLEditPipeline`` (SDXL).
 
-    _optional_components = ["safety_checker", "feature_extractor", "image_encoder"]
+    A mixin placed before a diffusers pipeline class; the subclass supplies :meth:`_conditioning`
+    (text encoding and any added UNet conditioning) and :meth:`_output`, and may override
+    :meth:`_vae_precision` and :meth:`_decode`.
+    """
 
-    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, safety_checker=None, feature_extractor=None,
-                 image_encoder=None, requires_safety_checker: bool = False) -> None:
-        if not isinstance(scheduler, LCMScheduler):
-            scheduler = LCMScheduler.from_config(scheduler.config)
-        super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-                         safety_checker=safety_checker, feature_extractor=feature_extractor,
-                         image_encoder=image_encoder, requires_safety_checker=requires_safety_checker)
-        self.max_batch_size: int | None = None
-        self.domain_note: str | None = None  # read by ConsistencyEditPipeline's methods; no note for these models
-        # Used when a call gives no prompt / guidance (the CLI sets them from --prompt etc.).
-        self.text_defaults = TextConditioning()
-        self._call_text: TextConditioning | None = None  # the current call's, for crop/tile helpers
-
-    def save_pretrained(self, save_directory, **kwargs) -> None:
-        """Save as diffusers does, naming ``LatentConsistencyModelPipeline`` so the folder loads without cmedit."""
-        super().save_pretrained(save_directory, **kwargs)
-        index_path = Path(save_directory) / "model_index.json"
-        index = json.loads(index_path.read_text())
-        index["_class_name"] = "LatentConsistencyModelPipeline"
-        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    takes_pooled_embeds = False  # SDXL: prompt_embeds come with pooled_prompt_embeds
 
     @property
     def resolution(self) -> int:
-        """The model's native square resolution in pixels (``unet.sample_size * vae_scale_factor``, 512 for SD 1.5)."""
+        """The model's native square resolution in pixels (``unet.sample_size * vae_scale_factor``: 512 for SD 1.5,
+        1024 for SDXL)."""
         size = self.unet.config.sample_size
         return (size if isinstance(size, int) else size[0]) * self.vae_scale_factor
 
@@ -91,16 +80,34 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         """True for an LCM UNet that takes the guidance scale as an input (no classifier-free guidance)."""
         return self.unet.config.time_cond_proj_dim is not None
 
-    # ----------------------------------------------------------------- text
+    def _vae_precision(self):
+        """A context in which the VAE encodes and decodes (SDXL: float32 for a float16 VAE with ``force_upcast``)."""
+        return contextlib.nullcontext()
 
-    def _text(self, prompt, negative_prompt, guidance_scale, prompt_embeds) -> TextConditioning:
+    def _init_edit_state(self) -> None:
+        self.max_batch_size: int | None = None
+        self.domain_note: str | None = None  # read by ConsistencyEditPipeline's methods; no note for these models
+        # Used when a call gives no prompt / guidance (the CLI sets them from --prompt etc.).
+        self.text_defaults = TextConditioning()
+        self._call_text: TextConditioning | None = None  # the current call's, for crop/tile helpers
+
+    def _text(self, prompt, negative_prompt, guidance_scale, prompt_embeds,
+              pooled_prompt_embeds=None) -> TextConditioning:
         d = self.text_defaults
         text = TextConditioning(
             prompt=prompt if prompt is not None else d.prompt,
             negative_prompt=negative_prompt if negative_prompt is not None else d.negative_prompt,
             guidance_scale=guidance_scale if guidance_scale is not None else d.guidance_scale,
             prompt_embeds=prompt_embeds if prompt_embeds is not None else d.prompt_embeds,
+            pooled_prompt_embeds=(pooled_prompt_embeds if pooled_prompt_embeds is not None
+                                  else d.pooled_prompt_embeds),
         )
+        if text.pooled_prompt_embeds is not None and not self.takes_pooled_embeds:
+            raise ValueError("pooled_prompt_embeds are for SDXL models (two text encoders); this model takes "
+                             "prompt_embeds only")
+        if self.takes_pooled_embeds and (text.prompt_embeds is None) != (text.pooled_prompt_embeds is None):
+            raise ValueError("an SDXL model takes prompt_embeds and pooled_prompt_embeds together "
+                             "(encode_prompt returns both)")
         if text.guidance_scale is None:
             text.guidance_scale = EMBEDDED_GUIDANCE if self.embedded_guidance else CFG_GUIDANCE
         if text.prompt is None and text.prompt_embeds is None:
@@ -119,12 +126,9 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
     def _cfg(self, text: TextConditioning) -> bool:
         return not self.embedded_guidance and text.guidance_scale > 1
 
-    def _conditioning(self, text: TextConditioning, batch: int, per_prompt: int, device) -> dict:
-        """UNet keyword arguments for ``batch * per_prompt`` samples: text embeddings and guidance embedding.
-
-        ``prompt`` is one string (for all) or one per image (``batch`` of them); as
-        ``StableDiffusionPipeline.__call__`` prepares them (``encode_prompt``, CFG order [negative, positive]).
-        """
+    def _prompt_count(self, text: TextConditioning, batch: int, per_prompt: int) -> tuple:
+        """``(prompt, num_images_per_prompt)`` for ``encode_prompt``: one string (or one embedding) for all
+        ``batch * per_prompt`` samples, or one per image (``batch`` of them), ``per_prompt`` each."""
         prompt, count = text.prompt, per_prompt
         if isinstance(prompt, str):
             count = batch * per_prompt
@@ -132,18 +136,15 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
             raise ValueError(f"got {len(prompt)} prompts for {batch} images: give one prompt or one per image")
         elif text.prompt_embeds is not None and len(text.prompt_embeds) == 1:
             count = batch * per_prompt
-        cfg = self._cfg(text)
-        embeds, negative = self.encode_prompt(prompt, device, count, cfg, text.negative_prompt,
-                                              prompt_embeds=text.prompt_embeds)
-        if cfg:
-            embeds = torch.cat([negative, embeds])
-        timestep_cond = None
-        if self.embedded_guidance:
-            w = torch.tensor(text.guidance_scale - 1).repeat(batch * per_prompt)
-            timestep_cond = self.get_guidance_scale_embedding(
-                w, embedding_dim=self.unet.config.time_cond_proj_dim).to(device=device, dtype=embeds.dtype)
-        return {"encoder_hidden_states": embeds, "timestep_cond": timestep_cond, "cfg": cfg,
-                "guidance_scale": text.guidance_scale}
+        return prompt, count
+
+    def _guidance_embedding(self, text: TextConditioning, n: int, device, dtype) -> torch.Tensor | None:
+        """An LCM's embedded guidance: the embedding of ``w - 1`` for ``n`` samples (None without one)."""
+        if not self.embedded_guidance:
+            return None
+        w = torch.tensor(text.guidance_scale - 1).repeat(n)
+        return self.get_guidance_scale_embedding(
+            w, embedding_dim=self.unet.config.time_cond_proj_dim).to(device=device, dtype=dtype)
 
     # ----------------------------------------------------------------- sampling loop
 
@@ -151,9 +152,12 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         """The UNet's prediction for ``x`` at ``t`` (with CFG when on), in chunks of :attr:`max_batch_size`."""
         model_input = torch.cat([x] * 2) if cond["cfg"] else x
         embeds, tcond = cond["encoder_hidden_states"], cond["timestep_cond"]
+        added = cond.get("added_cond_kwargs")  # SDXL: pooled text embeddings and size conditioning
         step = self.max_batch_size or len(model_input)
         chunks = [self.unet(model_input[i:i + step], t, encoder_hidden_states=embeds[i:i + step],
-                            timestep_cond=None if tcond is None else tcond[i:i + step], return_dict=False)[0]
+                            timestep_cond=None if tcond is None else tcond[i:i + step],
+                            added_cond_kwargs=None if added is None else {k: v[i:i + step] for k, v in added.items()},
+                            return_dict=False)[0]
                   for i in range(0, len(model_input), step)]
         out = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
         if cond["cfg"]:
@@ -182,14 +186,7 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
             raise ValueError(f"strength {strength} leaves no timesteps: raise it")
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.vae.decode(latents / self.vae.config.scaling_factor, return_dict=False)[0]
-
-    def _output(self, image: torch.Tensor, output_type: str, return_dict: bool, dtype=None):
-        """Safety checker (when the model has one) and diffusers' postprocessing, as its pipelines do."""
-        image, nsfw = self.run_safety_checker(image, self._execution_device, dtype or image.dtype)
-        if nsfw is not None and any(nsfw):
-            logger.warning("the model's safety checker blacked out %d image(s)", sum(bool(v) for v in nsfw))
-        return ConsistencyEditPipeline._output(self, image, output_type, return_dict)
+        return self.vae.decode(unscale_latents(self.vae, latents), return_dict=False)[0]
 
     def _check_size(self, height: int, width: int) -> None:
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
@@ -201,15 +198,17 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
     def generate(self, batch_size: int = 1, prompt=None, negative_prompt=None, guidance_scale: float | None = None,
                  prompt_embeds: torch.Tensor | None = None, num_inference_steps: int | None = None,
                  timesteps: list[int] | None = None, height: int | None = None, width: int | None = None,
-                 generator=None, class_labels=None, output_type: str = "pil", return_dict: bool = True):
-        """Sample ``batch_size`` images per prompt; the draws and result of ``LatentConsistencyModelPipeline``.
+                 generator=None, class_labels=None, output_type: str = "pil", return_dict: bool = True,
+                 pooled_prompt_embeds: torch.Tensor | None = None):
+        """Sample ``batch_size`` images per prompt; the draws and result of ``LatentConsistencyModelPipeline``
+        (SDXL: ``StableDiffusionXLPipeline`` with ``LCMScheduler``).
 
         ``prompt``: one string or a list (then ``batch_size`` images each). Default 4 steps at the
-        native resolution.
+        native resolution. ``pooled_prompt_embeds``: SDXL, with ``prompt_embeds``.
         """
         self.class_labels_for(class_labels)
         check_output_type(output_type)
-        text = self._text(prompt, negative_prompt, guidance_scale, prompt_embeds)
+        text = self._text(prompt, negative_prompt, guidance_scale, prompt_embeds, pooled_prompt_embeds)
         height = height or self.resolution
         width = width or self.resolution
         self._check_size(height, width)
@@ -217,48 +216,56 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         if text.prompt_embeds is not None and len(text.prompt_embeds) > 1:
             n_prompts = len(text.prompt_embeds)
         device = self._execution_device
-        cond = self._conditioning(text, n_prompts, batch_size, device)
+        cond = self._conditioning(text, n_prompts, batch_size, device, (height, width))
         wrapper = LatentProjectionScheduler(self.scheduler)
         self._set_timesteps(wrapper, num_inference_steps, timesteps, 1.0, device)
         latents = self.prepare_latents(n_prompts * batch_size, self.unet.config.in_channels, height, width,
                                        cond["encoder_hidden_states"].dtype, device, generator)
         latents = self._sample(wrapper, latents, cond, generator)
-        return self._output(self._decode(latents), output_type, return_dict, latents.dtype)
+        with self._vae_precision():
+            image = self._decode(latents)
+        return self._output(image, output_type, return_dict, latents.dtype)
 
     @torch.inference_mode()
     def img2img(self, image: ImageBatchInput, strength: float = 0.5, *, prompt=None, negative_prompt=None,
                 guidance_scale: float | None = None, prompt_embeds=None, num_inference_steps: int | None = None,
                 timesteps: list[int] | None = None, num_images_per_prompt: int = 1, generator=None,
-                class_labels=None, output_type: str = "pil", return_dict: bool = True):
+                class_labels=None, output_type: str = "pil", return_dict: bool = True, pooled_prompt_embeds=None):
         """An image of the prompt that keeps the layout and colours of ``image`` (SDEdit); as
         ``LatentConsistencyModelImg2ImgPipeline`` (same draws, same result) at sizes that are multiples of 8.
 
-        Other sizes are resized to the nearest multiple of 8 and the result back.
+        Other sizes are resized to the nearest multiple of 8 and the result back. ``strength`` is
+        ``LCMScheduler.set_timesteps``'s (the first ``strength`` of the distillation grid, then
+        ``num_inference_steps`` on it), for SDXL too (docs/latent.md: how it differs from
+        ``StableDiffusionXLImg2ImgPipeline``'s).
         """
         self.class_labels_for(class_labels)
         check_output_type(output_type)
         if not 0 < strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
-        text = self._text(prompt, negative_prompt, guidance_scale, prompt_embeds)
+        text = self._text(prompt, negative_prompt, guidance_scale, prompt_embeds, pooled_prompt_embeds)
         y = images_to_tensor(image)
         size = tuple(y.shape[-2:])
         work = self._work_size(size)
         device = self._execution_device
-        cond = self._conditioning(text, len(y), num_images_per_prompt, device)
+        cond = self._conditioning(text, len(y), num_images_per_prompt, device, work)
         dtype = cond["encoder_hidden_states"].dtype
         wrapper = LatentProjectionScheduler(self.scheduler)
         self._set_timesteps(wrapper, num_inference_steps, timesteps, strength, device)
         y_work = resize(y, work).to(device=device, dtype=dtype).repeat_interleave(num_images_per_prompt, dim=0)
         # As LatentConsistencyModelImg2ImgPipeline.prepare_latents: a posterior sample, then the noise.
-        if isinstance(generator, list):
-            start = torch.cat([retrieve_latents(self.vae.encode(y_work[i:i + 1]), generator=g)
-                               for i, g in enumerate(generator)])
-        else:
-            start = retrieve_latents(self.vae.encode(y_work), generator=generator)
-        start = self.vae.config.scaling_factor * start
+        with self._vae_precision():
+            y_work = y_work.to(self.vae.dtype)
+            if isinstance(generator, list):
+                start = torch.cat([retrieve_latents(self.vae.encode(y_work[i:i + 1]), generator=g)
+                                   for i, g in enumerate(generator)])
+            else:
+                start = retrieve_latents(self.vae.encode(y_work), generator=generator)
+        start = scale_latents(self.vae, start.to(dtype))
         noise = randn_tensor(start.shape, generator=generator, device=device, dtype=dtype)
         latents = self._sample(wrapper, wrapper.initial_sample(start, noise), cond, generator)
-        x = self._decode(latents)
+        with self._vae_precision():
+            x = self._decode(latents)
         if work != size:
             x = resize(x.float(), size)
         return self._output(x, output_type, return_dict, dtype)
@@ -268,7 +275,8 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
     def edit(self, image: ImageBatchInput, operator: Operator, *, prompt=None, negative_prompt=None,
              guidance_scale: float | None = None, prompt_embeds=None, num_inference_steps: int | None = None,
              timesteps: list[int] | None = None, strength: float = 1.0, class_labels=None,
-             num_images_per_prompt: int = 1, generator=None, output_type: str = "pil", return_dict: bool = True):
+             num_images_per_prompt: int = 1, generator=None, output_type: str = "pil", return_dict: bool = True,
+             pooled_prompt_embeds=None):
         """Zero-shot edit of ``image`` with ``operator`` (Algorithm 4 in latent space), guided by the prompt.
 
         ``Inpainting`` operators project latents (:func:`cmedit.latent.projection.latent_mask`); any
@@ -279,14 +287,14 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
                               generator)
         check_output_type(output_type)
-        with self._text_for_call(prompt, negative_prompt, guidance_scale, prompt_embeds):
+        with self._text_for_call(prompt, negative_prompt, guidance_scale, prompt_embeds, pooled_prompt_embeds):
             x = self.edit_tensor(images_to_tensor(image), operator, options)
         return self._output(x, output_type, return_dict)
 
     @contextlib.contextmanager
-    def _text_for_call(self, prompt, negative_prompt, guidance_scale, prompt_embeds):
+    def _text_for_call(self, prompt, negative_prompt, guidance_scale, prompt_embeds, pooled_prompt_embeds=None):
         """Checked prompt settings for the duration of one call (read by :meth:`edit_tensor`, also on crops and tiles)."""
-        self._call_text = self._text(prompt, negative_prompt, guidance_scale, prompt_embeds)
+        self._call_text = self._text(prompt, negative_prompt, guidance_scale, prompt_embeds, pooled_prompt_embeds)
         try:
             yield
         finally:
@@ -306,8 +314,7 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         self.class_labels_for(options.class_labels, len(y), options.generator)
         options.check_batch(len(y))
         text = self._call_text or self._text(None, None, None, None)
-        k, strength, generator = options.num_images_per_prompt, options.strength, options.generator
-        batch = len(y)
+        k, batch = options.num_images_per_prompt, len(y)
         y = y.repeat_interleave(k, dim=0)
         size = tuple(y.shape[-2:])
         work = self._work_size(size)
@@ -316,7 +323,13 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         work_operator.check_shape((y.shape[0], y.shape[1], *work))
 
         device = self._execution_device
-        cond = self._conditioning(text, batch, k, device)
+        cond = self._conditioning(text, batch, k, device, work)
+        with self._vae_precision():
+            return self._edit_latents(y, operator, work_operator, size, work, cond, options)
+
+    def _edit_latents(self, y, operator, work_operator, size, work, cond, options) -> torch.Tensor:
+        """:meth:`edit_tensor` after the conditioning: known part, projection, sampling, final projection."""
+        strength, generator, device = options.strength, options.generator, self._execution_device
         dtype = cond["encoder_hidden_states"].dtype
         codec = VAECodec(self.vae)
         # Only the known part reaches the model: resizing y itself would blur unknown content into it.
@@ -357,14 +370,14 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         """Latent models have no small native domain to warn about (``ConsistencyEditPipeline`` asks)."""
 
     def inpaint(self, image: ImageBatchInput, mask: ImageBatchInput, *, prompt=None, negative_prompt=None,
-                guidance_scale: float | None = None, prompt_embeds=None, **kwargs):
+                guidance_scale: float | None = None, prompt_embeds=None, pooled_prompt_embeds=None, **kwargs):
         """Fill the white pixels of ``mask`` (1 = generate, 0 = keep) with what the prompt describes.
 
         As ``ConsistencyEditPipeline.inpaint`` (``context``, ``feather``, ``full_resolution``: an image
         larger than the native resolution is inpainted in crops around the masked regions at its own
         scale and pasted back, ``cmedit.fullres.crops``). Every pixel outside the mask is unchanged.
         """
-        with self._text_for_call(prompt, negative_prompt, guidance_scale, prompt_embeds):
+        with self._text_for_call(prompt, negative_prompt, guidance_scale, prompt_embeds, pooled_prompt_embeds):
             return ConsistencyEditPipeline.inpaint(self, image, mask, **kwargs)
 
     def colorize(self, image: ImageBatchInput, **kwargs):
@@ -372,7 +385,8 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         return self.edit(image, Colorization(), **kwargs)
 
     def super_resolve(self, image: ImageBatchInput, factor: int = 4, colorize: bool = False, *, prompt=None,
-                      negative_prompt=None, guidance_scale: float | None = None, prompt_embeds=None, **kwargs):
+                      negative_prompt=None, guidance_scale: float | None = None, prompt_embeds=None,
+                      pooled_prompt_embeds=None, **kwargs):
         """Upscale by ``factor``; each output block averages to its input pixel. Inputs whose output would be
         larger than the native resolution are done in overlapping tiles (``cmedit.fullres.tiles``).
 
@@ -382,7 +396,7 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
         if kernel not in (None, "box") or kwargs.get("noise_level"):
             raise ValueError("latent models super-resolve with kernel='box' and without noise_level only "
                              "(bicubic, blur and noise restoration need a pixel consistency model)")
-        with self._text_for_call(prompt, negative_prompt, guidance_scale, prompt_embeds):
+        with self._text_for_call(prompt, negative_prompt, guidance_scale, prompt_embeds, pooled_prompt_embeds):
             return ConsistencyEditPipeline.super_resolve(self, image, factor, colorize, kernel="box", **kwargs)
 
     def outpaint(self, image: ImageBatchInput, left: int = 0, right: int = 0, top: int = 0, bottom: int = 0, *,
@@ -392,3 +406,49 @@ class LatentEditPipeline(LatentConsistencyModelPipeline):
 
         canvas, mask = outpaint_canvas(images_to_tensor(image), left, right, top, bottom)
         return self.inpaint((canvas + 1) / 2, mask, feather=feather, full_resolution=True, **kwargs)
+
+
+class LatentEditPipeline(LatentEditMethods, LatentConsistencyModelPipeline):
+    """Generation, inpainting, colorization and super-resolution with a latent consistency model (SD 1.x/2.x)."""
+
+    _optional_components = ["safety_checker", "feature_extractor", "image_encoder"]
+
+    def __init__(self, vae, text_encoder, tokenizer, unet, scheduler, safety_checker=None, feature_extractor=None,
+                 image_encoder=None, requires_safety_checker: bool = False) -> None:
+        if not isinstance(scheduler, LCMScheduler):
+            scheduler = LCMScheduler.from_config(scheduler.config)
+        super().__init__(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                         safety_checker=safety_checker, feature_extractor=feature_extractor,
+                         image_encoder=image_encoder, requires_safety_checker=requires_safety_checker)
+        self._init_edit_state()
+
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        """Save as diffusers does, naming ``LatentConsistencyModelPipeline`` so the folder loads without cmedit."""
+        super().save_pretrained(save_directory, **kwargs)
+        index_path = Path(save_directory) / "model_index.json"
+        index = json.loads(index_path.read_text())
+        index["_class_name"] = "LatentConsistencyModelPipeline"
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+
+    def _conditioning(self, text: TextConditioning, batch: int, per_prompt: int, device, size=None) -> dict:
+        """UNet keyword arguments for ``batch * per_prompt`` samples: text embeddings and guidance embedding.
+
+        ``prompt`` is one string (for all) or one per image (``batch`` of them); as
+        ``StableDiffusionPipeline.__call__`` prepares them (``encode_prompt``, CFG order [negative, positive]).
+        ``size`` (the image's) is not used by these models.
+        """
+        prompt, count = self._prompt_count(text, batch, per_prompt)
+        cfg = self._cfg(text)
+        embeds, negative = self.encode_prompt(prompt, device, count, cfg, text.negative_prompt,
+                                              prompt_embeds=text.prompt_embeds)
+        if cfg:
+            embeds = torch.cat([negative, embeds])
+        return {"encoder_hidden_states": embeds, "cfg": cfg, "guidance_scale": text.guidance_scale,
+                "timestep_cond": self._guidance_embedding(text, batch * per_prompt, device, embeds.dtype)}
+
+    def _output(self, image: torch.Tensor, output_type: str, return_dict: bool, dtype=None):
+        """Safety checker (when the model has one) and diffusers' postprocessing, as its pipelines do."""
+        image, nsfw = self.run_safety_checker(image, self._execution_device, dtype or image.dtype)
+        if nsfw is not None and any(nsfw):
+            logger.warning("the model's safety checker blacked out %d image(s)", sum(bool(v) for v in nsfw))
+        return ConsistencyEditPipeline._output(self, image, output_type, return_dict)

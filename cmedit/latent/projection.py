@@ -38,20 +38,48 @@ def latent_mask(mask: torch.Tensor, scale: int, grow: int = 1) -> torch.Tensor:
     return small
 
 
+def _latent_stats(vae, z: torch.Tensor):
+    """The VAE config's per-channel ``latents_mean`` and ``latents_std`` (None when it has none, as SD and SDXL)."""
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is None or std is None:
+        return None
+    shape = (1, len(mean), 1, 1)
+    return (torch.tensor(mean).view(shape).to(z.device, z.dtype), torch.tensor(std).view(shape).to(z.device, z.dtype))
+
+
+def scale_latents(vae, z: torch.Tensor) -> torch.Tensor:
+    """The VAE's latents to the diffusion model's: ``scaling_factor * z``, or ``(z - mean) * scaling_factor / std``
+    for a VAE with latent statistics (as diffusers' SD and SDXL img2img pipelines)."""
+    stats = _latent_stats(vae, z)
+    if stats is None:
+        return vae.config.scaling_factor * z
+    return (z - stats[0]) * vae.config.scaling_factor / stats[1]
+
+
+def unscale_latents(vae, z: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`scale_latents`, before ``vae.decode`` (as diffusers' pipelines)."""
+    stats = _latent_stats(vae, z)
+    if stats is None:
+        return z / vae.config.scaling_factor
+    return z * stats[1] / vae.config.scaling_factor + stats[0]
+
+
 class VAECodec:
-    """Pixels ``[-1, 1]`` <-> scaled latents with a diffusers ``AutoencoderKL`` (the posterior's mode, no draws)."""
+    """Pixels ``[-1, 1]`` <-> scaled latents with a diffusers ``AutoencoderKL`` (the posterior's mode, no draws).
+
+    Encodes and decodes in the VAE's dtype (SDXL pipelines put a float16 VAE with ``force_upcast`` in
+    float32 for the call, as diffusers does)."""
 
     def __init__(self, vae) -> None:
         self.vae = vae
-        self.scaling_factor = vae.config.scaling_factor
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.vae.device, self.vae.dtype)
-        return self.vae.encode(x).latent_dist.mode() * self.scaling_factor
+        return scale_latents(self.vae, self.vae.encode(x).latent_dist.mode())
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         z = z.to(self.vae.device, self.vae.dtype)
-        return self.vae.decode(z / self.scaling_factor, return_dict=False)[0].clamp(-1, 1)
+        return self.vae.decode(unscale_latents(self.vae, z), return_dict=False)[0].clamp(-1, 1)
 
 
 class ThroughVAE:
