@@ -40,7 +40,7 @@ from .core.noise import resolve_noise_level, step_eta
 from .core.projection import MaskedProjectionScheduler
 from .core.sampler import sample
 from .core.schedules import (DEFAULT_EDIT_STEPS, EDIT_CONFIG_NAME, SCHEDULE_KEYS, check_schedule,  # noqa: F401
-                             edit_schedule, read_schedule_file, set_timesteps, strength_timesteps)
+                             edit_schedule, read_schedule_file, set_timesteps, sigma_timesteps, strength_timesteps)
 from .fullres.budget import DEFAULT_MAX_PIXELS, check_pixels
 from .fullres.crops import inpaint_regions
 from .fullres.tiles import super_resolve_tiled
@@ -218,7 +218,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         *,
         num_inference_steps: int | None = None,
         timesteps: list[int] | None = None,
-        strength: float = 1.0,
+        strength: float | None = None,
         class_labels: ClassLabels = None,
         num_images_per_prompt: int = 1,
         generator: Generators = None,
@@ -234,7 +234,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         A general ``cmedit.core.linear.LinearOperator`` (``Downsample``, ``Blur``, ...) takes ``image``
         as its measurement ``y`` (the small image, the blurred image) and returns the restored ``x``
         (``cmedit.restoration``; larger than the model: in tiles overlapping by ``overlap`` measurement
-        pixels); without ``strength`` it starts at the operator's ``default_strength``.
+        pixels); without ``strength`` or ``timesteps`` it takes the operator's restoration schedule
+        (``LinearOperator.default_sigmas``, ``num_inference_steps`` levels; docs/design.md, section 12).
 
         Args:
             image: one image or a list (a batch edited in one forward pass per step): PIL images,
@@ -251,8 +252,11 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         noise_level = resolve_noise_level(noise_level, images.whole() if isinstance(noise_level, str) else None)
         if isinstance(operator, LinearOperator):
             y = images.whole()
-            if strength == 1.0 and timesteps is None:
-                strength = operator.default_strength
+            if strength is None and timesteps is None:
+                timesteps = sigma_timesteps(self.scheduler.config, num_inference_steps or DEFAULT_EDIT_STEPS,
+                                            *operator.default_sigmas)
+                num_inference_steps = None
+            strength = 1.0 if strength is None else strength
             options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
                                   generator, noise_level)
             self._check_result("the result", *operator.image_size(tuple(y.shape[-2:])), options.num_images_per_prompt)
@@ -262,7 +266,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             with torch.inference_mode():
                 x = restore(self, y, operator, options, overlap=overlap)
             return self._output(x, output_type, return_dict)
-        options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
+        options = EditOptions(num_inference_steps, timesteps, 1.0 if strength is None else strength, class_labels, num_images_per_prompt,
                               generator, noise_level)
         self._check_result("the result", *images.shape[-2:], options.num_images_per_prompt)
         self._note_domain(*images.shape[-2:])
@@ -274,7 +278,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
 
         The blur is ``scipy.ndimage.convolve(mode="reflect")`` with the kernel normalised to sum 1
         (``cmedit.core.degradations``); ``noise_level``, ``overlap`` and the rest as :meth:`edit`.
-        Without ``strength`` the steps start at 0.35 of the noise grid from the regularised ``A^+_eta y``.
+        Without ``strength`` or ``timesteps`` the steps follow the blur's restoration schedule from the
+        regularised ``A^+_eta y`` (``Blur.default_sigmas``; docs/design.md, section 12).
         """
         from .restoration import blur_operator
 
@@ -292,8 +297,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             options: schedule, strength, labels (one or one per input), candidates, generator, noise level
                 (which sets the regularised projection of every step, ``cmedit.core.noise``; the output is
                 then clipped, not fitted).
-            start_image: with ``strength < 1``, start from this image (the model's size) plus noise instead
-                of ``y`` (a restoration starts from the regularised ``A^+_eta y``, ``cmedit.restoration``).
+            start_image: start from this image (the model's size) plus noise instead of ``y`` (at any
+                strength) (a restoration starts from the regularised ``A^+_eta y``, ``cmedit.restoration``).
 
         Returns:
             ``(B * K, C, H, W)`` float32 in ``[-1, 1]``, on the pipeline's device, whose known components
@@ -331,12 +336,13 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         y_model = y_model.to(device=device, dtype=dtype)
         # The noise on the operator's known components (pixel noise times its gain), step by step.
         eta = step_eta(options.noise_level * getattr(operator, "noise_gain", 1.0), self.scheduler.config.sigma_data)
-        wrapper = MaskedProjectionScheduler(self.scheduler, model_operator, y_model, eta=eta)
+        wrapper = MaskedProjectionScheduler(self.scheduler, model_operator, y_model, eta=eta,
+                                            fresh_noise=getattr(operator, "fresh_noise", 1.0))
         set_timesteps(wrapper, num_inference_steps, timesteps, device)
         # docs/design.md, section 5: the initial noise is the first draw, then one draw per step.
         noise = randn_tensor(y_model.shape, generator=generator, device=device, dtype=dtype)
         start = None
-        if options.strength != 1:
+        if options.strength != 1 or start_image is not None:
             start = (resize(start_image, (size, size)) if start_image is not None
                      else resize_down(images, (size, size), k) if banded else resize(y, (size, size)))
             start = start.to(device=device, dtype=dtype)
@@ -506,7 +512,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         overlap: int | None = None,
         num_inference_steps: int | None = None,
         timesteps: list[int] | None = None,
-        strength: float = 1.0,
+        strength: float | None = None,
         class_labels: ClassLabels = None,
         num_images_per_prompt: int = 1,
         generator: Generators = None,
@@ -517,7 +523,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
 
         ``kernel``: the filter the small image was made with, as PIL's ``Image.resize`` shrinks
         (``"bicubic"``, the default, ``"bilinear"``, ``"lanczos"``; ``cmedit.core.degradations.Downsample``;
-        restored by :meth:`edit`, from strength 0.5 unless given), or ``"box"`` (the default with
+        restored by :meth:`edit`, with the restoration schedule unless ``strength`` or ``timesteps`` is given),
+        or ``"box"`` (the default with
         ``colorize``): each ``factor x factor`` block of the output averages to the input pixel (the
         orthogonal operator of Algorithm 4). An input larger than ``resolution / factor`` is super-resolved in overlapping tiles of that
         size (``cmedit.fullres.tiles``), blended with block-constant weights, so the output is exactly
@@ -566,7 +573,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
                              num_images_per_prompt=num_images_per_prompt, generator=generator,
                              output_type=output_type, return_dict=return_dict, noise_level=noise_level,
                              overlap=overlap)
-        options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
+        options = EditOptions(num_inference_steps, timesteps, 1.0 if strength is None else strength, class_labels, num_images_per_prompt,
                               generator, noise_level)
         self._note_domain(low.shape[-2] * factor, low.shape[-1] * factor)
         if max(low.shape[-2:]) * factor > self.resolution:

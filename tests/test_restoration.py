@@ -96,3 +96,75 @@ def test_bad_restoration_inputs(pipe):
     with pytest.raises(ValueError, match="model's size"):
         pipe.edit_tensor(torch.zeros(1, 3, 8, 8), Downsample(2), EditOptions())
     assert isinstance(Inpainting(torch.ones(1, 1, 2, 2)), Inpainting)
+
+
+def test_fresh_noise_mixes_in_the_reversed_noise_estimate():
+    """fresh_noise r: the new noise is r z + sqrt(1 - r^2) (denoised - x) / sigma (before the projection)."""
+    y = torch.rand(2, 3, 16, 16, generator=gen(1)) * 2 - 1
+    x = torch.randn(2, 3, 16, 16, generator=gen(2))
+    output = torch.randn(2, 3, 16, 16, generator=gen(3))
+    operator = GaussianBlur(1.0)
+    steps = {}
+    for r in (1.0, 0.3, 0.0):
+        wrapper = MaskedProjectionScheduler(tiny_scheduler(), operator, operator.pinv(operator.A(y)), fresh_noise=r)
+        wrapper.set_timesteps(timesteps=[20, 10])
+        steps[r] = wrapper.step(output, wrapper.timesteps[0], x, generator=gen(4), return_dict=False)[0]
+    _, c_skip, c_out, noise_scale = wrapper._scalings[0]
+    estimate = (c_out * output + c_skip * x).clamp(-1, 1)
+    projected = operator.project(estimate, wrapper.y0)
+    z = torch.randn(x.shape, generator=gen(4))
+    assert torch.allclose(steps[1.0], projected + noise_scale * z, atol=1e-5)
+    reused = (estimate - x) / wrapper.sigmas[0]
+    assert torch.allclose(steps[0.0], projected + noise_scale * reused, atol=1e-5)
+    assert torch.allclose(steps[0.3], projected + noise_scale * (0.3 * z + 0.91**0.5 * reused), atol=1e-5)
+    with pytest.raises(ValueError, match="fresh_noise"):
+        MaskedProjectionScheduler(tiny_scheduler(), operator, y, fresh_noise=1.5)
+
+
+def test_sigma_timesteps_are_the_nearest_distinct_grid_levels():
+    from cmedit.core.schedules import grid_sigmas, sigma_timesteps
+
+    config = tiny_scheduler().config
+    grid = grid_sigmas(config)
+    scheduler = tiny_scheduler()
+    scheduler.set_timesteps(40)  # diffusers' own grid, every level
+    assert np.allclose(sorted(grid), sorted(scheduler.sigmas[:-1].tolist()), rtol=1e-5)
+    timesteps = sigma_timesteps(config, 4, 2.24, 0.18)
+    assert timesteps == sorted(timesteps, reverse=True) and len(set(timesteps)) == 4
+    levels = [grid[i] for i in timesteps[::-1]]
+    for level, target in zip(levels, np.geomspace(2.24, 0.18, 4)):  # nearest in log sigma
+        assert min(abs(np.log(g / target)) for g in grid) == pytest.approx(abs(np.log(level / target)))
+    # Targets closer together than the grid: the later steps move one level further down.
+    assert sigma_timesteps(config, 3, 0.3, 0.29) == [29, 28, 27]
+    with pytest.raises(ValueError, match="fewer steps"):
+        sigma_timesteps(config, 10, 0.004, 0.002)
+
+
+def test_restoration_defaults_and_an_explicit_strength(pipe, monkeypatch):
+    """Without strength or timesteps a restoration takes its operator's schedule and reused noise; an
+    explicit strength=1 (pure noise at sigma_max, Algorithm 4's start) is honoured, not replaced."""
+    from cmedit.core.schedules import sigma_timesteps
+
+    seen = []
+    original = MaskedProjectionScheduler.set_timesteps
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append((self.timesteps.tolist(), self.fresh_noise))
+
+    monkeypatch.setattr(MaskedProjectionScheduler, "set_timesteps", spy)
+    blur = GaussianBlur(1.0)
+    image = smooth(RESOLUTION, RESOLUTION, seed=3)
+    pipe.deblur(image, blur, generator=gen(), output_type="pt")
+    pipe.super_resolve(image[::4, ::4], factor=4, generator=gen(), output_type="pt")
+    pipe.deblur(image, blur, strength=1.0, num_inference_steps=2, generator=gen(), output_type="pt")
+    config = pipe.scheduler.config
+    expected = [sigma_timesteps(config, 4, *blur.default_sigmas),
+                sigma_timesteps(config, 4, *Downsample(4, "bicubic").default_sigmas)]
+    for (timesteps, fresh), grid in zip(seen[:2], expected):
+        reference = tiny_scheduler()
+        reference.set_timesteps(timesteps=grid)
+        assert timesteps == reference.timesteps.tolist() and fresh == blur.fresh_noise < 1
+    reference = tiny_scheduler()
+    reference.set_timesteps(2)
+    assert seen[2][0] == reference.timesteps.tolist()  # strength 1: the scheduler's own schedule from sigma_max

@@ -108,13 +108,14 @@ def painted_mask(layers: list[str | None] | None):
 
 def run_edit(models: ModelCache, edit: str, source: str | Path | None, sampling: Sampling, *,
              mask_image=None, mask_name: str = "the painted mask", resize_mask: bool = False,
-             strength: float = 1.0, context: float = 0.5, feather: int = 3, left: int = 0, right: int = 0,
+             strength: float | None = None, context: float = 0.5, feather: int = 3, left: int = 0, right: int = 0,
              top: int = 0, bottom: int = 0, factor: int = 4, also_colorize: bool = False,
              kernel: str | None = None, noise_level: float | str = 0.0,
              out_dir: str | Path | None = None) -> tuple[list[Path], int]:
     """Run ``edit`` (one of :data:`EDITS`) on the image file ``source`` as the CLI would; write the
     candidates into ``out_dir`` (a new temporary folder by default) with the CLI's names.
 
+    ``strength``: None is 1 (for super-resolve with a restoration kernel: its own schedule, as the CLI).
     ``mask_image`` (inpaint): a PIL image, white = fill; None fills the image's transparent pixels.
     ``kernel`` and ``noise_level`` (super-resolve): how the small image was made, as ``--kernel`` and
     ``--noise-level`` (``None`` or ``"default"``: the library's default kernel).
@@ -125,7 +126,7 @@ def run_edit(models: ModelCache, edit: str, source: str | Path | None, sampling:
 
     if edit not in EDITS:
         raise ValueError(f"unknown edit {edit!r}; one of {', '.join(EDITS)}")
-    options = parse_sampling(sampling, strength)
+    options = parse_sampling(sampling, 1.0 if strength is None else strength)
     out_dir = Path(out_dir if out_dir is not None else tempfile.mkdtemp(prefix="cmedit-app-"))
     pipe = _loader(models, sampling.model)
 
@@ -135,7 +136,7 @@ def run_edit(models: ModelCache, edit: str, source: str | Path | None, sampling:
         raise ValueError("no image: upload one (or paste it, or drop it on the editor)")
     source = Path(source)
     loaded = read_image(source)
-    common = dict(strength=strength, steps=options["steps"], timesteps=options["timesteps"], seed=options["seed"],
+    common = dict(strength=1.0 if strength is None and edit != "super_resolve" else strength, steps=options["steps"], timesteps=options["timesteps"], seed=options["seed"],
                   class_label=options["class_label"], num_samples=options["num_samples"])
     if edit == "inpaint":
         from ..cli.inpaint import inpaint_edit

@@ -157,7 +157,8 @@ def build_app(model: str | None = None, device: str = "auto", preload: bool = Fa
                                                    "colorize)", elem_id="kernel")
                         sr_noise = gr.Number(value=0, minimum=0, maximum=1, label="Noise level (0-1)",
                                              elem_id="noise-level")
-                        sr_strength = gr.Slider(0.05, 1, value=1, step=0.05, label="Strength")
+                        sr_strength = gr.Slider(0.05, 1, value=1, step=0.05,
+                                                label="Strength (1: the kernel's own restoration schedule)")
                         buttons["super_resolve"] = gr.Button("Super-resolve", variant="primary",
                                                              elem_id="run-super-resolve")
                     with gr.Tab("img2img", id="img2img"):
@@ -203,7 +204,7 @@ def build_app(model: str | None = None, device: str = "auto", preload: bool = Fa
                           also_colorize, kernel, noise_level, strength, progress=gr.Progress(track_tqdm=True)):
             return run("super_resolve", image, image_file, model, steps, timesteps, seed, candidates, class_label,
                        factor=factor, also_colorize=also_colorize, kernel=kernel, noise_level=float(noise_level or 0),
-                       strength=strength)
+                       strength=None if strength == 1 else strength)
 
         def img2img(image, image_file, model, steps, timesteps, seed, candidates, class_label, strength,
                     progress=gr.Progress(track_tqdm=True)):

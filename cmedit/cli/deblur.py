@@ -47,9 +47,9 @@ Examples:
 @noise_level_option("Noise in the blurred image: the result then follows it only as far as the noise allows.")
 @click.option("--overlap", type=click.IntRange(min=0), default=None, metavar="PIXELS",
               help="Images larger than the model: overlap of neighbouring tiles (default: a quarter of a tile).")
-@strength_option(1.0, "Where the steps start on the model's noise grid (this fraction of it, counted from the "
-                      "clean end), from the regularised pseudo-inverse plus noise; 1 (the default) starts at 0.35, "
-                      "measured better than pure noise.")
+@strength_option(None, "Where the steps start on the model's noise grid (this fraction of it, counted from the "
+                       "clean end), from the regularised pseudo-inverse plus noise. Default: the blur's "
+                       "restoration schedule (low noise levels, measured best; docs/design.md section 12).")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_deblurred.png.")
 @model_options

@@ -13,7 +13,7 @@ from .options import (ModelLoader, candidate_generators, file_class_labels, mode
 
 
 def super_resolve_edit(pipe: Callable, *, factor: int = 4, also_colorize: bool = False, overlap: int | None = None,
-                       strength: float = 1.0, steps=None, timesteps=None, seed: int = 0, class_label=None,
+                       strength: float | None = None, steps=None, timesteps=None, seed: int = 0, class_label=None,
                        num_samples: int = 1, max_pixels: int | None = None, kernel: str | None = None,
                        noise_level: float | str = 0.0) -> Callable[[list], list[list[Result]]]:
     """The edit of ``cmedit super-resolve``: ``LoadedImage`` batch -> each image's candidates (``Result``).
@@ -71,9 +71,9 @@ Examples:
 @click.option("--overlap", type=click.IntRange(min=0), default=None, metavar="PIXELS",
               help="Inputs larger than one tile: overlap of neighbouring tiles in input pixels "
                    "(default: a quarter of a tile).")
-@strength_option(1.0, "Below 1, start part-way down the model's noise grid (this fraction of it, counted from "
-                      "the clean end), from the input plus noise, instead of from pure noise (1, Algorithm 4): "
-                      "lower keeps the result closer to the blocky enlarged input.")
+@strength_option(None, "Start part-way down the model's noise grid (this fraction of it, counted from the clean "
+                       "end) from the input plus noise; 1 starts from pure noise (Algorithm 4). Default: the "
+                       "kernel's restoration schedule (measured best), or 1 with --kernel box.")
 @click.option("-o", "--output", metavar="PATH", help="Output file, or folder ending in /. "
               "Default: ./<image>_x<factor>.png.")
 @model_options

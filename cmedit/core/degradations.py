@@ -193,7 +193,7 @@ class Blur(LinearOperator):
         self.kernel = load_kernel(kernel) if isinstance(kernel, (str, Path)) else normalise_kernel(kernel)
         self.factors = separable_factors(self.kernel)
         self.rcond = rcond
-        self.default_strength = 0.35  # measured best of 1, 0.5, 0.35, 0.25 for Gaussian and motion blur
+        self.default_sigmas = (0.26, 0.09)  # a blur's (LinearOperator.default_sigmas): measured
 
     @property
     def separable(self) -> bool:
@@ -267,6 +267,7 @@ class Chain(SeparableFamily):
         self.first, self.second = first, second
         self.rcond = max(first.rcond, second.rcond) if rcond is None else rcond
         self.noise_gain = first.noise_gain * second.noise_gain
+        self.default_sigmas = max(first.default_sigmas, second.default_sigmas)  # the harder part's schedule
 
     def measurement_size(self, size):
         return self.second.measurement_size(self.first.measurement_size(size))

@@ -63,9 +63,12 @@ class LinearOperator(Operator):
 
     rcond: float = DEFAULT_RCOND
     noise_gain: float = 1.0  # see Operator.noise_gain
-    # Where a restoration's steps start on the noise grid by default (``cmedit.restoration``): from
-    # A^+_eta y plus noise part-way down, which measured better than from pure noise (strength 1).
-    default_strength: float = 0.5
+    # A restoration's default schedule (``cmedit.restoration``; docs/design.md, section 12): its noise
+    # levels run geometrically from the first to the second, starting from A^+_eta y plus noise, and
+    # all but ``fresh_noise`` of each step's new noise is the denoiser's own estimate, sign reversed.
+    # Chosen by measurement (BENCHMARKS.md, real degradations): these are a super-resolution's.
+    default_sigmas: tuple[float, float] = (2.24, 0.18)
+    fresh_noise: float = 0.1
 
     # --------------------------------------------------------------- to implement
     def measurement_size(self, size: tuple[int, int]) -> tuple[int, int]:

@@ -31,10 +31,15 @@ class MaskedProjectionScheduler:
         eta: 0 (default) projects exactly, ``P(x) = x + A^+(y - A x)``; ``eta > 0`` (a noisy ``y``)
             applies the regularised back-projection ``x + A^+_eta (y - A x)`` instead; a function of
             a step's sigma gives each step its own (``cmedit.core.noise``; design.md, degradations).
+        fresh_noise: the part of each step's new noise that is drawn fresh. 1 (default) is Algorithm 4:
+            all of it. Below 1, the rest is the denoiser's own noise estimate with its sign reversed,
+            ``(denoised - x) / sigma`` before the projection, weighted ``sqrt(1 - fresh_noise^2)`` so
+            the level is unchanged (CM4IR's noise injection, Garber & Tirer 2025; docs/design.md,
+            section 12).
     """
 
     def __init__(self, scheduler: CMStochasticIterativeScheduler, operator: Operator, y: torch.Tensor,
-                 eta: float | Callable[[float], float] = 0.0) -> None:
+                 eta: float | Callable[[float], float] = 0.0, fresh_noise: float = 1.0) -> None:
         if not isinstance(scheduler, CMStochasticIterativeScheduler):
             raise TypeError(f"expected a CMStochasticIterativeScheduler, got {type(scheduler).__name__}")
         operator.check_shape(y.shape)
@@ -43,6 +48,9 @@ class MaskedProjectionScheduler:
         if not callable(eta) and not eta >= 0:
             raise ValueError(f"eta must be >= 0, got {eta}")
         self.eta = eta if callable(eta) else float(eta)
+        if not 0 <= fresh_noise <= 1:
+            raise ValueError(f"fresh_noise must be in [0, 1], got {fresh_noise}")
+        self.fresh_noise = float(fresh_noise)
         self._etas: list[float] = []
         # With noise, leave the last step's estimate unprojected (cmedit.core.noise.FINAL_DENOISE).
         from .noise import FINAL_DENOISE
@@ -114,7 +122,10 @@ class MaskedProjectionScheduler:
         generator: torch.Generator | list[torch.Generator] | None = None,
         return_dict: bool = True,
     ) -> CMStochasticIterativeSchedulerOutput | tuple:
-        """One iteration of Algorithm 4: ``x <- P(clip(f(x, sigma_n))) + sqrt(sigma_{n+1}^2 - sigma_min^2) z``."""
+        """One iteration of Algorithm 4: ``x <- P(clip(f(x, sigma_n))) + sqrt(sigma_{n+1}^2 - sigma_min^2) z``.
+
+        With ``fresh_noise = r < 1``, ``z`` is ``r z + sqrt(1 - r^2) (clip(f(x, sigma_n)) - x) / sigma_n``.
+        """
         index = self._require_step()
         config = self.config
         _, c_skip, c_out, noise_scale = self._scalings[index]
@@ -122,6 +133,7 @@ class MaskedProjectionScheduler:
         denoised = c_out * model_output + c_skip * sample
         if config.clip_denoised:
             denoised = denoised.clamp(-1, 1)
+        estimate = denoised
         eta = self._etas[index]
         if eta and self.final_denoise and index == len(self.timesteps) - 1:
             pass  # noisy y: the last step keeps the network's denoised estimate (CM4IR's last step)
@@ -137,7 +149,12 @@ class MaskedProjectionScheduler:
             )
         else:
             noise = torch.zeros_like(model_output)
-        prev_sample = denoised + noise * config.s_noise * noise_scale
+        if self.fresh_noise == 1:
+            prev_sample = denoised + noise * config.s_noise * noise_scale
+        else:  # part of the noise reused, sign reversed (docs/design.md, section 12)
+            reused = (estimate - sample) / self.sigmas[index].to(sample.device, sample.dtype)
+            mixed = self.fresh_noise * config.s_noise * noise + (1 - self.fresh_noise**2) ** 0.5 * reused
+            prev_sample = denoised + noise_scale * mixed
 
         self._step_index = index + 1
         if not return_dict:

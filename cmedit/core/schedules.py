@@ -121,3 +121,41 @@ def read_schedule_file(folder: str | Path, num_train_timesteps: int) -> dict[str
     except (OSError, ValueError, TypeError) as error:
         raise ValueError(f"{path}: not a valid schedule file ({error})") from None
     return {key: [int(t) for t in value] for key, value in config.items()}
+
+
+def grid_sigmas(config) -> list[float]:
+    """The Karras grid of a ``CMStochasticIterativeScheduler`` config, index 0 (``sigma_max``) to the last
+    (``sigma_min``): ``(sigma_max^(1/rho) + i/(N-1) (sigma_min^(1/rho) - sigma_max^(1/rho)))^rho`` (docs/design.md,
+    section 2), the levels that ``set_timesteps(timesteps=...)`` indexes."""
+    count, rho = int(config.num_train_timesteps), float(config.rho)
+    top, bottom = config.sigma_max ** (1 / rho), config.sigma_min ** (1 / rho)
+    return [(top + i / (count - 1) * (bottom - top)) ** rho for i in range(count)]
+
+
+def sigma_timesteps(config, num_inference_steps: int, sigma_start: float, sigma_end: float) -> list[int]:
+    """Timesteps for ``num_inference_steps`` noise levels spaced geometrically from ``sigma_start`` down to
+    ``sigma_end``, each the grid level nearest to it (in ``log sigma``), all distinct.
+
+    A restoration's default schedule (docs/design.md, section 12): given in noise levels, not grid
+    indices, so that it means the same on any model's grid. Where two levels would share a grid level
+    the later ones move one level further down (refused if the grid runs out).
+    """
+    check_int("num_inference_steps", num_inference_steps, low=1)
+    if not 0 < sigma_end <= sigma_start:
+        raise ValueError(f"expected 0 < sigma_end <= sigma_start, got {sigma_start}, {sigma_end}")
+    logs = [math.log(s) for s in grid_sigmas(config)]
+    if num_inference_steps == 1:
+        targets = [math.log(sigma_start)]
+    else:
+        span = math.log(sigma_end) - math.log(sigma_start)
+        targets = [math.log(sigma_start) + span * n / (num_inference_steps - 1) for n in range(num_inference_steps)]
+    indices: list[int] = []
+    for target in targets:
+        index = min(range(len(logs)), key=lambda i: abs(logs[i] - target))
+        if indices and index <= indices[-1]:
+            index = indices[-1] + 1
+        if index >= len(logs):
+            raise ValueError(f"{num_inference_steps} steps from sigma {sigma_start:g} to {sigma_end:g} need more "
+                             f"levels than the model's grid of {len(logs)} has there: take fewer steps")
+        indices.append(index)
+    return indices[::-1]
