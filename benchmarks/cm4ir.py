@@ -1,6 +1,6 @@
 """cmedit against CM4IR (Garber & Tirer, CVPR 2025) on the same network, at 4 network evaluations.
 
-    python benchmarks/cm4ir.py --cm4ir PATH [--limit 32] [--tune 8] [--json out.json]
+    python benchmarks/cm4ir.py --cm4ir PATH [--limit 32] [--tune 32] [--json out.json]
 
 ``PATH`` is a checkout of https://github.com/tirer-lab/CM4IR (or its bare git directory, whose
 ``functions/`` is extracted to a temporary folder). Its code is imported from there, never copied into
@@ -15,7 +15,8 @@ cmedit: ``functions/cm4ir_scheme.py``'s ``cm4ir_restoration`` runs on
 Tasks and measurements are ``cmedit.evaluation.degradation_tasks``' (``sr4-bicubic``, ``deblur-gauss``,
 ``deblur-motion`` at each noise level). Methods, each at 4 network evaluations where it uses the network:
 
-- ``cmedit``: ``pipe.edit`` with the task's operator, 4 steps from its default strength, the noise-aware projection;
+- ``cmedit``: ``pipe.edit`` with the task's operator, 4 steps of its restoration schedule (docs/design.md,
+  section 12), the noise-aware projection;
 - ``ddnm``: the same but the exact range-null-space projection regardless of noise (DDNM without the +);
 - ``cm4ir (published)``: CM4IR at its published settings (``evaluate_CM4IR.sh``): for x4 bicubic SR the
   LSUN settings (the only x4 ones: iN 400 / gamma 0.7 at noise 0.025, iN 250 / gamma 0.2 at 0.05,
@@ -23,7 +24,8 @@ Tasks and measurements are ``cmedit.evaluation.degradation_tasks``' (``sr4-bicub
   gamma 0.05 / zeta 1 at 0.05); noise 0 takes the 0.025 settings (none are published); motion blur
   takes the Gaussian ones; eta 0.1, deltas 0, mu 1 (its defaults);
 - ``cm4ir (tuned)``: the best of a small grid (iN, gamma, zeta) for this model by PSNR on ``--tune``
-  images that are not evaluated (cmedit's own noise constant was chosen on a similar handful);
+  images that are not evaluated (the next ones in the folder: with ``--tune 32``, the same images
+  32-63 on which cmedit's restoration schedule, noise reuse and noise constant were chosen);
 - the classical baselines of ``cmedit eval``.
 
 Prints a markdown table (PSNR of all pixels pooled, mean SSIM; scikit-image) and writes JSON.
@@ -60,7 +62,7 @@ PUBLISHED = {  # (task kind, noise level) -> (iN, gamma, zeta), from CM4IR's eva
     ("sr", 0.025): (400, 0.7, 0.0), ("sr", 0.05): (250, 0.2, 0.0),
     ("deblur", 0.025): (75, 0.01, 3.0), ("deblur", 0.05): (150, 0.05, 1.0),
 }
-TUNE_GRID = {"iN": (75, 150, 400), "gamma": (0.01, 0.2), "zeta": (0.0, 1.0, 3.0)}
+TUNE_GRID = {"iN": (40, 75, 150, 400), "gamma": (0.01, 0.2), "zeta": (0.0, 1.0, 3.0)}
 
 
 def load_cm4ir(path: Path):
@@ -153,11 +155,13 @@ def main() -> None:
     parser.add_argument("--cm4ir", type=Path, required=True, help="CM4IR checkout or its bare git directory")
     parser.add_argument("--images", default="samples/heldout", help="folder of held-out images (one size)")
     parser.add_argument("--limit", type=int, default=32, help="evaluate the first N images")
-    parser.add_argument("--tune", type=int, default=8, help="tune CM4IR on the N images after those (0: no tuning)")
+    parser.add_argument("--tune", type=int, default=32, help="tune CM4IR on the N images after those (0: no tuning)")
     parser.add_argument("--tasks", default=",".join(dt.DEGRADATION_TASKS))
     parser.add_argument("--noise-levels", default="0,0.025,0.05")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default=None, help="model (default: the embedded one)")
+    parser.add_argument("--methods", default=None, help="run only these methods (comma-separated names as printed; "
+                        "CM4IR is tuned only when 'cm4ir (tuned)' is among them)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
@@ -179,7 +183,8 @@ def main() -> None:
         kind = "sr" if name.startswith("sr") else "deblur"
         published = PUBLISHED[(kind, level if level else 0.025)]
         tuned = published
-        if tuning:
+        wanted = None if args.methods is None else set(args.methods.split(","))
+        if tuning and (wanted is None or "cm4ir (tuned)" in wanted):
             tune_y = dt.degrade(name, tuning, level, seed=1)
             best = -np.inf
             for i_n, gamma, zeta in itertools.product(*TUNE_GRID.values()):
@@ -201,6 +206,8 @@ def main() -> None:
         for method, run in dt.baselines(name, y, level, evaluated).items():
             methods[method] = (run, "")
         for method, (function, settings) in methods.items():
+            if wanted is not None and method not in wanted:
+                continue
             outputs, rows, seconds = timed(pipe, function)
             row = {"task": name, "noise": level, "method": method, **metrics(evaluated, outputs),
                    "nfe": rows / len(evaluated), "seconds_per_image": seconds / len(evaluated), "settings": settings}
