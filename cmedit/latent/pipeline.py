@@ -86,6 +86,10 @@ class LatentEditMethods:
 
     def _init_edit_state(self) -> None:
         self.max_batch_size: int | None = None
+        # The full-resolution buffers' limit, as ConsistencyEditPipeline.max_pixels (its methods check it).
+        from ..fullres.budget import DEFAULT_MAX_PIXELS
+
+        self.max_pixels = DEFAULT_MAX_PIXELS
         self.domain_note: str | None = None  # read by ConsistencyEditPipeline's methods; no note for these models
         # Used when a call gives no prompt / guidance (the CLI sets them from --prompt etc.).
         self.text_defaults = TextConditioning()
@@ -368,6 +372,12 @@ class LatentEditMethods:
 
     def _note_domain(self, height: int, width: int) -> None:
         """Latent models have no small native domain to warn about (``ConsistencyEditPipeline`` asks)."""
+
+    def _check_result(self, what: str, height: int, width: int, candidates: int) -> None:
+        """Refuse a full-resolution buffer above :attr:`max_pixels` up front (``cmedit.fullres.budget``)."""
+        from ..fullres.budget import check_pixels
+
+        check_pixels(what, height, width, candidates, self.max_pixels)
 
     def inpaint(self, image: ImageBatchInput, mask: ImageBatchInput, *, prompt=None, negative_prompt=None,
                 guidance_scale: float | None = None, prompt_embeds=None, pooled_prompt_embeds=None, **kwargs):
