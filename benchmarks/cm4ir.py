@@ -1,6 +1,6 @@
 """cmedit against CM4IR (Garber & Tirer, CVPR 2025) on the same network, at 4 network evaluations.
 
-    python benchmarks/cm4ir.py --cm4ir PATH [--limit 32] [--tune 32] [--json out.json]
+    python benchmarks/cm4ir.py --cm4ir PATH [--limit 32] [--tune 16] [--json out.json]
 
 ``PATH`` is a checkout of https://github.com/tirer-lab/CM4IR (or its bare git directory, whose
 ``functions/`` is extracted to a temporary folder). Its code is imported from there, never copied into
@@ -24,8 +24,8 @@ Tasks and measurements are ``cmedit.evaluation.degradation_tasks``' (``sr4-bicub
   gamma 0.05 / zeta 1 at 0.05); noise 0 takes the 0.025 settings (none are published); motion blur
   takes the Gaussian ones; eta 0.1, deltas 0, mu 1 (its defaults);
 - ``cm4ir (tuned)``: the best of a small grid (iN, gamma, zeta) for this model by PSNR on ``--tune``
-  images that are not evaluated (the next ones in the folder: with ``--tune 32``, the same images
-  32-63 on which cmedit's restoration schedule, noise reuse and noise constant were chosen);
+  images that are not evaluated (the next ones in the folder, images 32-47 by default: among the
+  images 32-63 on which cmedit's restoration schedule and noise reuse were chosen);
 - the classical baselines of ``cmedit eval``.
 
 Prints a markdown table (PSNR of all pixels pooled, mean SSIM; scikit-image) and writes JSON.
@@ -155,7 +155,7 @@ def main() -> None:
     parser.add_argument("--cm4ir", type=Path, required=True, help="CM4IR checkout or its bare git directory")
     parser.add_argument("--images", default="samples/heldout", help="folder of held-out images (one size)")
     parser.add_argument("--limit", type=int, default=32, help="evaluate the first N images")
-    parser.add_argument("--tune", type=int, default=32, help="tune CM4IR on the N images after those (0: no tuning)")
+    parser.add_argument("--tune", type=int, default=16, help="tune CM4IR on the N images after those (0: no tuning)")
     parser.add_argument("--tasks", default=",".join(dt.DEGRADATION_TASKS))
     parser.add_argument("--noise-levels", default="0,0.025,0.05")
     parser.add_argument("--seed", type=int, default=0)
