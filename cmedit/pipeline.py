@@ -44,7 +44,7 @@ from .core.schedules import (DEFAULT_EDIT_STEPS, EDIT_CONFIG_NAME, SCHEDULE_KEYS
 from .fullres.budget import DEFAULT_MAX_PIXELS, check_pixels
 from .fullres.crops import inpaint_regions
 from .fullres.tiles import super_resolve_tiled
-from .fullres.bands import FullSizeImages, resize_down, upsample_columns
+from .fullres.bands import FullSizeImages, repeat, resize_down, upsample_columns
 from .io.tensors import ImageBatchInput, image_parts, images_to_tensor, masks_to_tensor, resize
 
 logger = logging.getLogger(__name__)
@@ -359,7 +359,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             return
         for cols, band in upsample_columns(x, full, multiple):
             part = operator.window(whole, cols)
-            y = images.window(cols=cols).repeat_interleave(k, dim=0).to(x.device)
+            y = repeat(images.window(cols=cols), k).to(x.device)
             x_band = band()
             x_band = part.project_noisy(x_band, part.known_part(y), eta) if eta else part.project(
                 x_band, part.known_part(y))
