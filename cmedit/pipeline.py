@@ -624,8 +624,11 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             out = np.empty((count, height, width, channels), dtype=dtype)
 
             def sink(cols: slice, x: torch.Tensor) -> None:
-                band = (x / 2 + 0.5).clamp(0, 1).float().cpu().permute(0, 2, 3, 1).numpy()
-                out[:, :, cols] = (band * 255).round().astype("uint8") if output_type == "pil" else band
+                # x / 2 + 0.5, clamped, then round(255 v): in place on this band's own copies, the same values
+                band = (x / 2).add_(0.5).clamp_(0, 1).float().cpu().permute(0, 2, 3, 1).numpy()
+                if output_type == "pil":
+                    band = np.round(np.multiply(band, 255, out=band), out=band).astype("uint8")
+                out[:, :, cols] = band
         self._edit_bands(images, operator, options, sink)
         if output_type == "pt":
             result = sink.out
