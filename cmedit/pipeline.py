@@ -44,7 +44,7 @@ from .core.schedules import (DEFAULT_EDIT_STEPS, EDIT_CONFIG_NAME, SCHEDULE_KEYS
 from .fullres.budget import DEFAULT_MAX_PIXELS, check_pixels
 from .fullres.crops import inpaint_regions
 from .fullres.tiles import super_resolve_tiled
-from .fullres.bands import FullSizeImages, resize_down, upsample_columns
+from .fullres.bands import FullSizeImages, repeat, resize_down, upsample_columns
 from .io.tensors import ImageBatchInput, image_parts, images_to_tensor, masks_to_tensor, resize
 
 logger = logging.getLogger(__name__)
@@ -365,7 +365,7 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             return
         for cols, band in upsample_columns(x, full, multiple):
             part = operator.window(whole, cols)
-            y = images.window(cols=cols).repeat_interleave(k, dim=0).to(x.device)
+            y = repeat(images.window(cols=cols), k).to(x.device)
             x_band = band()
             x_band = part.project_noisy(x_band, part.known_part(y), eta) if eta else part.project(
                 x_band, part.known_part(y))
@@ -631,8 +631,11 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             out = np.empty((count, height, width, channels), dtype=dtype)
 
             def sink(cols: slice, x: torch.Tensor) -> None:
-                band = (x / 2 + 0.5).clamp(0, 1).float().cpu().permute(0, 2, 3, 1).numpy()
-                out[:, :, cols] = (band * 255).round().astype("uint8") if output_type == "pil" else band
+                # x / 2 + 0.5, clamped, then round(255 v): in place on this band's own copies, the same values
+                band = (x / 2).add_(0.5).clamp_(0, 1).float().cpu().permute(0, 2, 3, 1).numpy()
+                if output_type == "pil":
+                    band = np.round(np.multiply(band, 255, out=band), out=band).astype("uint8")
+                out[:, :, cols] = band
         self._edit_bands(images, operator, options, sink)
         if output_type == "pt":
             result = sink.out

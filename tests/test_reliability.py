@@ -402,6 +402,39 @@ def test_oversized_full_resolution_buffers_refused_up_front_within_1_gb(tmp_path
     assert "Traceback" not in stderr and stderr.count("Error:") == 1 and not out.exists()
 
 
+def test_max_pixels_is_the_limit_of_the_cli_and_of_the_library(tmp_path, model_dir, monkeypatch):
+    """--max-pixels refuses before the model loads, and the pipeline's own checks use the same limit and message."""
+    import cmedit.fullres.budget as budget
+    import cmedit.pipeline as pipeline
+
+    source = image(tmp_path / "in.png", size=(12, 10))
+    common = ["--model", model_dir, "--steps", 1, "-q"]
+
+    def one_error(result, message):
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+        assert result.exit_code == 1 and len(errors) == 1 and message in errors[0], result.stderr
+        assert "Traceback" not in result.output
+
+    one_error(run("colorize", source, "--max-pixels", 119, *common, "-o", tmp_path / "a.png"),
+              "12x10 has more than 119 pixels")
+    result_message = "the result of 12x10 pixels x 2 candidates exceeds the limit of 200 pixels"
+    one_error(run("colorize", source, "--num-samples", 2, "--max-pixels", 200, *common, "-o", tmp_path / "b.png"),
+              result_message)
+    # Without the command's early check, the library refuses the same edit with the same line.
+    monkeypatch.setattr(budget, "check_pixels", lambda *args, **kwargs: None)
+    one_error(run("colorize", source, "--num-samples", 2, "--max-pixels", 200, *common, "-o", tmp_path / "c.png"),
+              result_message)
+    monkeypatch.undo()
+    # Library defaults far below the user's limit: what the command allows, the library does not refuse.
+    monkeypatch.setattr(pipeline, "DEFAULT_MAX_PIXELS", 100)
+    monkeypatch.setattr(budget, "DEFAULT_MAX_PIXELS", 100)
+    for command in (["colorize"], ["img2img"], ["outpaint", "--right", 4],
+                    ["super-resolve", "--factor", 2, "--kernel", "box"]):
+        out = tmp_path / f"{command[0]}.png"
+        result = run(*command, source, "--max-pixels", 10_000, *common, "-o", out)
+        assert result.exit_code == 0 and out.exists(), (command, result.stderr)
+
+
 def test_without_hard_links_the_write_still_never_replaces(tmp_path, monkeypatch):
     from cmedit.io.files import _link_no_clobber, write_image
 

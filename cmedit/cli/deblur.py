@@ -69,7 +69,8 @@ def deblur(images, blur_kernel, kernel_path, noise_level, overlap, strength, out
     with user_errors():
         operator = Blur(load_kernel(kernel_path) if kernel_path is not None else blur_kernel)
     jobs = plan_jobs(expand_inputs(images), output, "deblurred", num_samples)
-    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch,
+                       max_pixels=max_pixels)
     seed = pipe.seed(seed)
 
     def edit(batch: list) -> list[list[Result]]:

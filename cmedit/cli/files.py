@@ -51,7 +51,8 @@ def file_options(command: Callable) -> Callable:
                      help="Files of one size edited together (in blocks of N consecutive files, the unit that "
                           "--num-processes / accelerate launch hands to each process)."),
         click.option("--max-pixels", type=click.IntRange(min=1), default=None, metavar="N",
-                     help="Refuse images with more pixels than this (default 64,000,000)."),
+                     help="Refuse images, and results (times the candidates), of more pixels than this "
+                          "(default 64,000,000); the library's own checks use the same limit."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -277,7 +278,8 @@ def run_whole_image_edits(method: str, task: str, *, images, manifest, output, s
                                     max_pixels=max_pixels,
                                     **({} if noise_level is None else {"noise_level": noise_level}))
     jobs = plan_jobs(expand_inputs(images), output, task, num_samples)
-    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch,
+                       max_pixels=max_pixels)
     seed = pipe.seed(seed)
 
     edit = whole_image_edit(pipe, method, strength=strength, steps=steps, timesteps=timesteps, seed=seed,

@@ -165,7 +165,8 @@ def inpaint(images, manifest, mask_path, mask_dir, masks_glob, resize_mask, cont
 
         with user_errors():
             per_image = match_masks([job.source for job in jobs], mask_candidates(mask_dir, masks_glob))
-    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch,
+                       max_pixels=max_pixels)
     seed = pipe.seed(seed)
 
     edit = inpaint_edit(pipe, mask_image=mask_image, mask_name=mask_path, resize_mask=resize_mask, context=context,

@@ -41,7 +41,8 @@ def run_manifest_command(task: str, manifest: Path, *, output, strength, model, 
     with user_errors():
         rows, errors = read_manifest(manifest)
     main = is_main_process()
-    loader = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+    loader = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch,
+                         max_pixels=max_pixels)
     seed = loader.seed(seed)  # drawn by the main process when not given; printed when the model loads
     with user_errors():
         pipe = loader()

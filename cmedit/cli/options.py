@@ -183,8 +183,12 @@ def user_errors() -> Iterator[None]:
 
 
 def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_unet: bool = False,
-               channels_last: bool = False, max_batch: int | None = None):
-    """Load the pipeline on the requested device and precision, with progress bars per ``quiet``."""
+               channels_last: bool = False, max_batch: int | None = None, max_pixels: int | None = None):
+    """Load the pipeline on the requested device and precision, with progress bars per ``quiet``.
+
+    ``max_pixels`` (``--max-pixels``) becomes the pipeline's ``max_pixels``, so that the library's
+    refusals (``cmedit.fullres.budget.MemoryBudgetError``) use the limit the command checked files
+    against; ``None`` keeps the default, ``DEFAULT_MAX_PIXELS``."""
     import torch
     from diffusers.utils import logging as diffusers_logging
 
@@ -240,6 +244,8 @@ def load_model(model: str | None, device: str, dtype: str, quiet: bool, compile_
 
     pipe.set_progress_bar_config(disable=quiet or not is_main_process(), leave=False)
     pipe.max_batch_size = max_batch or None  # 0: the whole batch at once
+    if max_pixels is not None and hasattr(pipe, "max_pixels"):
+        pipe.max_pixels = max_pixels
     show_library_notes(quiet)
     return pipe
 
@@ -327,8 +333,8 @@ class ModelLoader:
     """
 
     def __init__(self, model: str | None, device: str, dtype: str, quiet: bool, compile_unet: bool = False,
-                 channels_last: bool = False, max_batch: int | None = None) -> None:
-        self.args = (model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+                 channels_last: bool = False, max_batch: int | None = None, max_pixels: int | None = None) -> None:
+        self.args = (model, device, dtype, quiet, compile_unet, channels_last, max_batch, max_pixels)
         self.quiet = quiet
         self._pipe = None
         self._drawn_seed: int | None = None

@@ -38,7 +38,8 @@ def outpaint_edit(pipe: Callable, *, left: int = 0, right: int = 0, top: int = 0
 
         if left + right + top + bottom == 0:
             raise ValueError("give at least one of --left, --right, --top, --bottom")
-        canvases = [outpaint_canvas(images_to_tensor(loaded.rgb), left, right, top, bottom) for loaded in batch]
+        canvases = [outpaint_canvas(images_to_tensor(loaded.rgb), left, right, top, bottom, max_pixels=limit)
+                    for loaded in batch]
         canvas, mask = torch.cat([c for c, _ in canvases]), canvases[0][1]  # files of one size: one mask
         out = pipe().inpaint((canvas + 1) / 2, mask, feather=feather, full_resolution=True,
                              class_labels=class_label, num_images_per_prompt=num_samples,
@@ -84,7 +85,8 @@ def outpaint(images, left, right, top, bottom, feather, strength, output, model,
     if left + right + top + bottom == 0:
         raise click.UsageError("give at least one of --left, --right, --top, --bottom")
     jobs = plan_jobs(expand_inputs(images), output, "outpainted", num_samples)
-    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch,
+                       max_pixels=max_pixels)
     seed = pipe.seed(seed)
 
     edit = outpaint_edit(pipe, left=left, right=right, top=top, bottom=bottom, feather=feather, strength=strength,

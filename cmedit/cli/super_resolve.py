@@ -95,7 +95,8 @@ def super_resolve(images, manifest, factor, kernel, noise_level, also_colorize, 
             overwrite=overwrite, quiet=quiet, quality=quality, no_alpha=no_alpha, max_pixels=max_pixels,
             factor=factor, colorize=also_colorize, overlap=overlap, kernel=kernel, noise_level=noise_level)
     jobs = plan_jobs(expand_inputs(images), output, f"x{factor}", num_samples)
-    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch)
+    pipe = ModelLoader(model, device, dtype, quiet, compile_unet, channels_last, max_batch,
+                       max_pixels=max_pixels)
     seed = pipe.seed(seed)
 
     edit = super_resolve_edit(pipe, factor=factor, also_colorize=also_colorize, overlap=overlap, strength=strength,

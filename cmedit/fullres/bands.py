@@ -30,8 +30,10 @@ import torch.nn.functional as F
 from ..core.operators import Operator
 
 # Pixels per band, all images and candidates together: a band holds a few float32 RGB copies of
-# these, 12 bytes per pixel each.
-BAND_PIXELS = 1 << 18
+# these, 12 bytes per pixel each (about 0.1 GB at this size). Much smaller bands cost time: every
+# band is some 40 tensor operations, each a parallel region of torch's threads, and on a CPU shared
+# with other work those regions wait for descheduled threads (BENCHMARKS.md, whole-image colorize).
+BAND_PIXELS = 1 << 20
 # The narrowest band, in lines: torch's height pass over a band one or two columns wide does not give
 # those columns of the whole resize (measured on the CPU; from three columns on they agree exactly).
 MIN_LINES = 8
@@ -85,13 +87,13 @@ def resize_down(images: FullSizeImages, size: tuple[int, int], k: int = 1,
     """
     height, width = images.shape[-2:]
     if (height, width) == tuple(size):
-        x = images.whole().repeat_interleave(k, dim=0)
+        x = repeat(images.whole(), k)
         return x if transform is None else transform(x, slice(None))
     starts = band_starts(height, width * k * images.shape[0], multiple)
     passes = []
     for top, bottom in zip(starts, starts[1:]):
         rows = slice(top, bottom)
-        band = images.window(rows).repeat_interleave(k, dim=0)
+        band = repeat(images.window(rows), k)
         if transform is not None:
             band = transform(band, rows)
         passes.append(_interpolate(band, (bottom - top, size[1])))  # the width pass
@@ -112,6 +114,11 @@ def upsample_columns(x: torch.Tensor, size: tuple[int, int], multiple: int = 1
         return lambda: _interpolate(wide[..., cols], (height, cols.stop - cols.start)).clamp(-1, 1)
 
     return [(slice(a, b), band(slice(a, b))) for a, b in zip(starts, starts[1:])]
+
+
+def repeat(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Each image ``k`` times in a row (``repeat_interleave``); ``x`` itself, not a copy, for ``k = 1``."""
+    return x if k == 1 else x.repeat_interleave(k, dim=0)
 
 
 def _interpolate(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
