@@ -84,7 +84,7 @@ def restore(pipe, y: torch.Tensor, operator: LinearOperator, options: EditOption
     k = options.num_images_per_prompt
     options.check_batch(len(y))
     generator = options.generator
-    if isinstance(generator, (list, tuple)) and len(generator) > 1:  # one per output image: its tiles share it
+    if isinstance(generator, (list, tuple)):  # one per output image (even a list of one): its tiles share it
         generator = [generator[b * k + j] for b in range(len(y)) for _ in range(per_image) for j in range(k)]
     pieces = torch.cat([reflect_crop(y[b:b + 1], top, left, tile, tile)
                         for b in range(len(y)) for top in row_starts for left in col_starts])

@@ -5,8 +5,9 @@
   ``imresize``). PIL resamples separably, so ``A x = R x C^T`` with 1-D matrices read off PIL itself
   (the float-mode resize of an identity image).
 - :class:`Blur` is ``scipy.ndimage.convolve(x, kernel, mode="reflect")`` per channel. A rank-1
-  (separable) kernel gives 1-D matrices as above; any other kernel an explicit matrix, so it is
-  limited to images of up to ``DENSE_LIMIT`` pixels (the model's resolution; larger images are tiled).
+  (separable) kernel gives 1-D matrices as above; any other kernel an explicit matrix and its SVD for
+  images of up to ``DENSE_LIMIT`` pixels, and beyond that the matrix-free form (:class:`ReflectConvolution`
+  and conjugate gradients, ``cmedit.core.linear._MatrixFreeParts``).
 - :class:`Chain` applies separable operators one after another (blur, then downsample).
 
 All act on ``(B, C, H, W)`` tensors, every channel alike (``cmedit.core.linear``).
@@ -251,7 +252,7 @@ class Blur(LinearOperator):
 
     ``kernel``: an array (any 2-D shape), or the path of a ``.npy`` or greyscale image file; it is
     normalised to sum 1. ``A`` keeps the image size. Rank-1 kernels (Gaussian, box) are separable;
-    others use an explicit matrix for images of at most ``DENSE_LIMIT`` pixels.
+    others use an explicit matrix for images of at most ``dense_limit`` pixels and are matrix-free beyond.
     """
 
     dense_limit: int = DENSE_LIMIT  # non-separable kernels: the explicit matrix up to this many pixels
