@@ -9,10 +9,11 @@ box super-resolution): the measurement is cut into tiles of ``R / factor`` pixel
 blur), mirrored at its edges, every tile restored with the same operator at the model's resolution,
 all in one batch, and the tiles blended with a ``sin^2`` window. Then the whole image is projected
 once more at full size, ``x + A^+(y - A x)`` (``A^+_eta`` with noise), so that the measurement holds
-at full size. That last step needs the full-size SVD: it is done for separable operators (every
-``Downsample``, Gaussian and box blurs, chains of them); a non-separable blur (motion, a kernel from a
-file) larger than ``cmedit.core.degradations.DENSE_LIMIT`` pixels keeps the blended tiles, each
-consistent with its own (mirrored) piece of the measurement.
+at full size: by the SVDs of the 1-D matrices for separable operators (every ``Downsample``, Gaussian
+and box blurs, chains of them), exactly; for a non-separable blur (motion, a kernel from a file)
+larger than ``cmedit.core.degradations.DENSE_LIMIT`` pixels matrix-free, by conjugate gradients on
+the normal equations with ``A`` and ``A^T`` as FFT convolutions (``cmedit.core.linear``;
+docs/design.md, section 11): exact to the solver's tolerance, in memory linear in the pixel count.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def operator_factor(operator: LinearOperator) -> int:
 
 
 def full_size_projection_possible(operator: LinearOperator, size: tuple[int, int]) -> bool:
-    """Whether the full-size projection can be built (not a non-separable blur beyond its dense limit)."""
+    """Whether the operator acts on images of ``size`` (every operator of this module at any size its
+    kernel and factor fit), so that the full-size projection can be made."""
     try:
         operator.measurement_size(size)
     except ValueError:
@@ -82,7 +84,7 @@ def restore(pipe, y: torch.Tensor, operator: LinearOperator, options: EditOption
     k = options.num_images_per_prompt
     options.check_batch(len(y))
     generator = options.generator
-    if isinstance(generator, (list, tuple)) and len(generator) > 1:  # one per output image: its tiles share it
+    if isinstance(generator, (list, tuple)):  # one per output image (even a list of one): its tiles share it
         generator = [generator[b * k + j] for b in range(len(y)) for _ in range(per_image) for j in range(k)]
     pieces = torch.cat([reflect_crop(y[b:b + 1], top, left, tile, tile)
                         for b in range(len(y)) for top in row_starts for left in col_starts])
@@ -104,14 +106,14 @@ def restore(pipe, y: torch.Tensor, operator: LinearOperator, options: EditOption
             blended.append(blend_tiles(tiles, starts, full, window))
     x = torch.cat(blended)
     if not full_size_projection_possible(operator, full):
-        logger.info("%s at %dx%d: no full-size projection (non-separable); tiles kept", operator, *full[::-1])
+        logger.info("%s at %dx%d: no full-size projection; tiles kept", operator, *full[::-1])
         return x.clamp(-1, 1)
     eta = last_step_eta(pipe, operator, noise_level, options)
-    reference = operator.pinv(y.double().repeat_interleave(k, dim=0))
-    x = x.double()
+    measurement = y.double().repeat_interleave(k, dim=0)
+    x = operator.back_project(x.double(), measurement, eta)
     if eta:
-        return operator.project_noisy(x, reference, eta).clamp(-1, 1).float()
-    return operator.fit_range(operator.project(x, reference), reference).float()
+        return x.clamp(-1, 1).float()
+    return operator.fit_measurement(x, measurement).float()
 
 
 def last_step_eta(pipe, operator, noise_level: float, options: EditOptions) -> float:

@@ -119,3 +119,35 @@ def test_bad_kernels_and_factors(tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a usable kernel"):
         load_kernel(tmp_path / "bad.npy")
+
+
+@pytest.mark.parametrize("kernel", [motion_kernel(7, 30), np.arange(1.0, 7.0).reshape(2, 3)])
+def test_matrix_free_blur_is_scipy_convolve_and_its_adjoint(kernel):
+    """Beyond DENSE_LIMIT a non-separable blur is matrix-free: A is scipy's, A^T its exact adjoint."""
+    op = Blur(kernel)
+    x = images((1, 3, 70, 90), seed=7)
+    reference = np.stack([convolve(c, op.kernel, mode="reflect") for c in x[0].numpy()])
+    ax = op.A(x)
+    assert np.abs(ax[0].numpy() - reference).max() < 1e-12
+    m = images(ax.shape, seed=8)
+    assert torch.allclose((ax * m).sum(), (x * op.AT(m)).sum(), rtol=1e-12)
+
+
+def test_conjugate_gradient_back_projection_matches_the_dense_svd():
+    """The matrix-free x + A^+_eta (y - A x) (forced at 24x24) against the dense SVD's: Tikhonov at the
+    cut-off in place of the truncation, to the solver's tolerance."""
+    dense, matrix_free = MotionBlur(7, 30), MotionBlur(7, 30)
+    matrix_free.dense_limit = 0
+    truth = GaussianBlur(1.0).A(images((1, 3, 24, 24), seed=9)).clamp(-1, 1)
+    x = GaussianBlur(1.0).A(images((1, 3, 24, 24), seed=10)) * 0.3 + truth
+    y = dense.A(truth)
+    # The corrections differ along the directions near the cut-off (eta = 0: 6% here), hardly above it.
+    for eta, close in ((0.0, 0.1), (0.01, 0.005)):
+        exact, solved = dense.back_project(x, y, eta), matrix_free.back_project(x, y, eta)
+        assert ((solved - exact).norm() / (exact - x).norm()) < close
+    assert (matrix_free.A(matrix_free.back_project(x, y)) - y).abs().max() < 1e-3
+    # The other methods go through the same solver: A A^+ A = A to within the cut-off.
+    assert (matrix_free.A(matrix_free.pinv(y)) - y).abs().max() < 10 * matrix_free.rcond
+    assert torch.allclose(matrix_free.range_part(x), matrix_free.pinv(matrix_free.A(x)), atol=1e-9)
+    fitted = matrix_free.fit_measurement(x * 3, y)
+    assert fitted.abs().max() <= 1 and (matrix_free.A(fitted) - y).abs().max() < 0.05

@@ -62,6 +62,22 @@ def test_deblurred_image_blurs_back_to_the_input(pipe, blur, size):
     assert (out.double() - to_tensor(image)).abs().max() > 0.02  # it changed the image
 
 
+def test_motion_deblur_beyond_the_dense_limit_blurs_back_at_full_size(pipe):
+    """A non-separable blur above DENSE_LIMIT pixels (66x66): the tiles, then the matrix-free full-size projection."""
+    from scipy.ndimage import convolve
+
+    blur, size = MotionBlur(5, 30), (66, 66)
+
+    def blurred(image: np.ndarray) -> np.ndarray:  # scipy's, the definition of the blur
+        return np.stack([convolve(image[..., c], blur.kernel, mode="reflect") for c in range(3)], -1)
+
+    image = (blurred(smooth(*size, seed=5) / 255) * 255).round().astype(np.uint8)
+    out = pipe.deblur(image, blur, num_inference_steps=2, generator=gen(), output_type="np").images[0]
+    assert out.shape == (*size, 3)
+    assert np.abs(blurred(out.astype(np.float64)) - image / 255).max() < 0.01  # the tiles alone: 0.031
+    assert np.abs(out - image / 255).max() > 0.02
+
+
 def test_noise_level_pulls_known_pixels_only_part_way(pipe):
     image = smooth(RESOLUTION, RESOLUTION, 3)
     mask = np.zeros((RESOLUTION, RESOLUTION), np.uint8)

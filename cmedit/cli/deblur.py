@@ -60,7 +60,7 @@ def deblur(images, blur_kernel, kernel_path, noise_level, overlap, strength, out
     """Deblur each IMAGE: the result blurred with the kernel (scipy's reflect boundary) gives the input back.
 
     Images larger than the model are deblurred in overlapping tiles and projected at full size (a
-    Gaussian or box blur; a motion or file kernel keeps the tiles' own consistency beyond 64x64).
+    Gaussian or box blur exactly; a motion or file kernel beyond 64x64 by conjugate gradients).
     """
     if (blur_kernel is None) == (kernel_path is None):
         raise click.UsageError("give the blur: --blur SPEC or --kernel FILE (one of them)")

@@ -18,10 +18,12 @@ amplify it. ``A A^+ A = A`` then holds to within ``rcond`` (exactly for well-con
 A measurement is carried in pixel space as ``y0 = A^+ y``: then ``A y0 = y`` (on the kept singular
 directions) and the sampler's ``project(x, y0)`` has the same signature as the orthogonal operators'.
 
-Two forms are implemented, both exact: :class:`SeparableOperator` (``A x = R x C^T`` per channel, the
-SVDs of the two 1-D matrices give the 2-D one: a few small matrix products per step) and
+Three forms are implemented: :class:`SeparableOperator` (``A x = R x C^T`` per channel, the SVDs of
+the two 1-D matrices give the 2-D one: a few small matrix products per step) and
 :class:`DenseOperator` (an explicit ``(h w, H W)`` matrix; for non-separable blur kernels at the
-model's resolution).
+model's resolution) are exact; ``_MatrixFreeParts`` (non-separable blurs at any larger size) has only
+``A`` and ``A^T`` and solves ``(A^T A + eta I) u = A^T m`` by conjugate gradients, with Tikhonov
+regularisation at the cut-off in place of the truncation (exact to the solver's tolerance).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ from .operators import Operator
 
 DEFAULT_RCOND = 1e-6
 FIT_ITERATIONS = 100  # alternating projections of fit_range (cheap: a few small products each)
+# Conjugate gradients of the matrix-free form (_MatrixFreeParts): stop when the residual of the normal
+# equations is below CG_TOLERANCE of the measurement's A^T y, or after CG_ITERATIONS (measured at 64x64
+# against the dense SVD: BENCHMARKS.md, real degradations).
+CG_TOLERANCE = 1e-5
+CG_ITERATIONS = 300
 
 
 def _svd(matrix: torch.Tensor, rcond: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -133,6 +140,29 @@ class LinearOperator(Operator):
             if torch.equal(clipped, x):
                 break
             x = self.project(clipped, y0)
+        return x.clamp(-1, 1)
+
+    def back_project(self, x: torch.Tensor, y: torch.Tensor, eta: float = 0.0) -> torch.Tensor:
+        """``x + A^+_eta (y - A x)`` for the measurement ``y`` itself ``(B, C, h, w)``: :meth:`project`
+        (``eta = 0``) or :meth:`project_noisy` with ``y0 = A^+ y``; the matrix-free form solves for the
+        correction directly (``_MatrixFreeParts``)."""
+        parts = self.parts(x.shape[-2:])
+        if isinstance(parts, _MatrixFreeParts):
+            return parts.back_project(x, y, eta)
+        reference = self.pinv(y)
+        return self.project_noisy(x, reference, eta) if eta else self.project(x, reference)
+
+    def fit_measurement(self, x: torch.Tensor, y: torch.Tensor, iterations: int = FIT_ITERATIONS) -> torch.Tensor:
+        """:meth:`fit_range` for the measurement ``y`` itself: alternating projections onto ``[-1, 1]`` and
+        ``{A x = y}`` (the matrix-free form: each a :meth:`back_project`, whose small corrections take few
+        conjugate-gradient iterations), clipped last."""
+        if not isinstance(self.parts(x.shape[-2:]), _MatrixFreeParts):
+            return self.fit_range(x, self.pinv(y), iterations)
+        for _ in range(iterations):
+            clipped = x.clamp(-1, 1)
+            if torch.equal(clipped, x):
+                break
+            x = self.back_project(clipped, y)
         return x.clamp(-1, 1)
 
     def resized(self, size: tuple[int, int]) -> "Operator":
@@ -273,3 +303,78 @@ class DenseOperator(LinearOperator):
     def _build(self, size):
         self.measurement_size(size)
         return _DenseParts(self.matrix, self.size, self.out_size, self.rcond)
+
+
+def conjugate_gradient(normal: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor,
+                       tolerance: float = CG_TOLERANCE, iterations: int = CG_ITERATIONS,
+                       scale: torch.Tensor | None = None) -> tuple[torch.Tensor, int]:
+    """Solve ``normal(u) = rhs`` for a symmetric positive definite ``normal``, every ``(B, C)`` image on its own.
+
+    Conjugate gradients (Hestenes & Stiefel 1952) from ``u = 0``, one step length per image: the
+    images' systems are independent. Stops when every image's residual is at most ``tolerance`` times
+    its ``scale`` (default: the norm of its ``rhs``; a correction's solve passes the norm of the whole
+    measurement's, so that a small correction needs few iterations), or after ``iterations``.
+    Returns ``u`` and the iterations run.
+    """
+    dims = (-2, -1)
+    u = torch.zeros_like(rhs)
+    r = rhs.clone()
+    p = r.clone()
+    rr = (r * r).sum(dims, keepdim=True)
+    goal = tolerance * (rhs.norm(dim=dims, keepdim=True) if scale is None else scale)
+    for done in range(iterations):
+        if bool((rr.sqrt() <= goal).all()):
+            return u, done
+        q = normal(p)
+        pq = (p * q).sum(dims, keepdim=True)
+        alpha = torch.where(rr > 0, rr / torch.where(rr > 0, pq, torch.ones_like(pq)), torch.zeros_like(pq))
+        u = u + alpha * p
+        r = r - alpha * q
+        rr_new = (r * r).sum(dims, keepdim=True)
+        p = r + torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)), torch.zeros_like(rr)) * p
+        rr = rr_new
+    return u, iterations
+
+
+class _MatrixFreeParts(_Parts):
+    """``A`` given only by ``apply`` and ``adjoint``; ``A^+_eta`` by conjugate gradients on the normal equations.
+
+    ``A^+_eta m = (A^T A + eta I)^-1 A^T m`` is solved by :func:`conjugate_gradient` with
+    ``eta >= eta_min = (rcond s_max)^2``: for ``eta = 0`` Tikhonov regularisation at the cut-off takes
+    the place of the SVD forms' truncation. Along a singular direction ``s`` those keep ``1 / s`` above
+    ``rcond s_max`` and 0 below; this keeps ``s / (s^2 + eta_min)``: within 1% of ``1 / s`` from
+    ``10 rcond s_max`` up, at most ``1 / (2 sqrt(eta_min))`` near the cut-off, and ``A A^+ A = A`` to
+    within ``rcond s_max / 2`` (the truncation's: ``rcond s_max``). For ``eta > eta_min`` the two differ
+    only below the cut-off, where ``s^2 / (s^2 + eta) < eta_min / eta``.
+    """
+
+    def __init__(self, apply: Callable, adjoint: Callable, s_max: float, rcond: float,
+                 tolerance: float = CG_TOLERANCE, iterations: int = CG_ITERATIONS) -> None:
+        self._apply, self._adjoint = apply, adjoint
+        self.eta_min = (rcond * s_max) ** 2
+        self.tolerance, self.iterations = tolerance, iterations
+        self.last_iterations = 0  # of the last solve (for measurements)
+
+    def apply(self, x):
+        return self._apply(x)
+
+    def adjoint(self, m):
+        return self._adjoint(m)
+
+    def solve(self, rhs: torch.Tensor, eta: float, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """``(A^T A + max(eta, eta_min) I)^-1 rhs`` (``scale``: see :func:`conjugate_gradient`)."""
+        eta = max(float(eta), self.eta_min)
+        u, self.last_iterations = conjugate_gradient(lambda v: self._adjoint(self._apply(v)) + eta * v, rhs,
+                                                     self.tolerance, self.iterations, scale)
+        return u
+
+    def pinv(self, m, eta):
+        return self.solve(self._adjoint(m), eta)
+
+    def range_part(self, x, eta):
+        return self.pinv(self._apply(x), eta)
+
+    def back_project(self, x, y, eta):
+        """``x + A^+_eta (y - A x)``, solved for the correction (to the tolerance of the whole measurement)."""
+        scale = self._adjoint(y).norm(dim=(-2, -1), keepdim=True)
+        return x + self.solve(self._adjoint(y - self._apply(x)), eta, scale)
