@@ -184,3 +184,12 @@ def test_restoration_defaults_and_an_explicit_strength(pipe, monkeypatch):
     reference = tiny_scheduler()
     reference.set_timesteps(2)
     assert seen[2][0] == reference.timesteps.tolist()  # strength 1: the scheduler's own schedule from sigma_max
+
+
+def test_tiled_restoration_takes_a_list_of_one_generator(pipe):
+    """The CLI passes one generator per file: a list of one for an image restored in many tiles."""
+    image = smooth(RESOLUTION + 9, RESOLUTION + 5, seed=4)
+    outs = [pipe.deblur(image, GaussianBlur(1.0), num_inference_steps=2, generator=[gen(5)], output_type="pt").images
+            for _ in range(2)]
+    assert outs[0].shape == (1, 3, RESOLUTION + 9, RESOLUTION + 5)
+    assert torch.equal(outs[0], outs[1])
