@@ -351,26 +351,14 @@ def test_convert_overwrite_that_fails_midway_leaves_the_old_folder_whole(tmp_pat
     assert run(*args, "--overwrite").exit_code == 0
 
 
-def _limited(args: list[str], headroom: int, results) -> None:
-    """In a forked process: the CLI with at most ``headroom`` bytes of address space more than now."""
-    import resource
-
-    size = int(next(line for line in Path("/proc/self/status").read_text().splitlines()
-                    if line.startswith("VmSize")).split()[1]) * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (size + headroom, resource.RLIM_INFINITY))
-    try:
-        result = CliRunner().invoke(main, args)
-        results.put((result.exit_code, result.stderr, repr(result.exception)))
-    except BaseException as error:  # noqa: BLE001 - reported to the test
-        results.put((-1, "", repr(error)))
-
-
 def run_limited(*args, headroom: int = 1 << 30) -> tuple[int, str, str]:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    process = context.Process(target=_limited, args=([str(a) for a in args], headroom, results))
+    from limited_cli import run_with_limit
+
+    process = context.Process(target=run_with_limit, args=([str(a) for a in args], headroom, results))
     process.start()
     try:
         return results.get(timeout=120)

@@ -128,7 +128,7 @@ def run_jobs(jobs: list[Job], edit: Callable[[list], list[list[Result]]], *, out
     """
     from ..batch.distributed import Summary, describe_share, is_main_process, share_blocks, wait_for_everyone
     from ..io.files import DEFAULT_MAX_PIXELS, OutputExistsError, check_output_path, read_image
-    from ..models.loading import ModelLoadError
+    from ..models.errors import ModelLoadError
     from .options import show_library_notes
 
     show_library_notes(quiet)  # the readers' warnings (several frames) from the first file on

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..pipeline import ConsistencyEditPipeline
+from .errors import ModelLoadError  # defined apart, so that code which only catches it stays cheap to import
 from .presets import PRESETS
 
 logger = logging.getLogger(__name__)
@@ -19,10 +20,6 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "default_model"
 DEFAULT_MODEL_NOTE = ("the embedded default model is a 32x32 emoji model (MODEL_CARD.md): edits of photos come out "
                       "wrong; pass --model (a released OpenAI model such as cd_imagenet64_l2 or cd_bedroom256_lpips, "
                       "or your own folder) for other images")
-
-
-class ModelLoadError(ValueError):
-    """The model cannot be found or is not a consistency model; the message is one line."""
 
 
 def resolve_model(model: str | os.PathLike | None) -> str:
