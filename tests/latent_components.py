@@ -123,3 +123,20 @@ def save_sdxl_folder(tmp: Path, name: str = "sdxl", scheduler=None, **kwargs) ->
         components["scheduler"] = scheduler.from_config(components["scheduler"].config)
     StableDiffusionXLPipeline(**components).save_pretrained(folder)
     return folder
+
+
+def save_peft_lora(base_dir: Path, pipeline_class, folder: Path) -> Path:
+    """An LCM-LoRA-shaped adapter on ``base_dir``'s UNet made with peft, saved as diffusers saves LoRAs
+    (``pipeline_class.save_lora_weights``); returns the ``.safetensors`` file."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(base_dir, subfolder="unet")
+    torch.manual_seed(3)
+    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    pipeline_class.save_lora_weights(folder, unet_lora_layers=layers)
+    return Path(folder) / "pytorch_lora_weights.safetensors"

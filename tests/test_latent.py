@@ -13,7 +13,7 @@ from cmedit.latent.pipeline import LatentEditPipeline  # noqa: E402
 from cmedit.latent.projection import LatentProjectionScheduler, latent_mask  # noqa: E402
 from cmedit.models.loading import ModelLoadError  # noqa: E402
 
-from latent_components import save_lcm_folder, save_sdxl_folder, tiny_components  # noqa: E402
+from latent_components import save_lcm_folder, save_peft_lora, save_sdxl_folder, tiny_components  # noqa: E402
 
 PROMPT = "a red car"
 
@@ -124,18 +124,9 @@ def test_img2img_equals_lcm_img2img_pipeline(lcm):
 
 def test_lora_on_sd_base_equals_sd_pipeline_with_lcm_scheduler(sd_dir, tmp_path):
     """An LCM-LoRA made with peft, loaded by diffusers' load_lora_weights; CFG 1.5 with a negative prompt."""
-    from diffusers import LCMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
+    from diffusers import LCMScheduler, StableDiffusionPipeline
 
-    unet = UNet2DConditionModel.from_pretrained(sd_dir, subfolder="unet")
-    torch.manual_seed(3)
-    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    StableDiffusionPipeline.save_lora_weights(tmp_path / "lora", unet_lora_layers=layers)
-    lora_file = tmp_path / "lora" / "pytorch_lora_weights.safetensors"
+    lora_file = save_peft_lora(sd_dir, StableDiffusionPipeline, tmp_path / "lora")
 
     pipe = load_pipeline(sd_dir, lora=str(lora_file))
     pipe.set_progress_bar_config(disable=True)

@@ -14,7 +14,7 @@ from cmedit import load_pipeline  # noqa: E402
 from cmedit.latent.sdxl import LatentXLEditPipeline  # noqa: E402
 from cmedit.models.loading import ModelLoadError  # noqa: E402
 
-from latent_components import save_sdxl_folder  # noqa: E402
+from latent_components import save_peft_lora, save_sdxl_folder  # noqa: E402
 
 PROMPT = "a red car"
 STEPS = 2
@@ -45,19 +45,9 @@ def xl(xl_dir):
 @pytest.fixture(scope="module")
 def lora_file(xl_base_dir, tmp_path_factory):
     """An LCM-LoRA-shaped adapter on the base UNet made with peft, saved as diffusers saves SDXL LoRAs."""
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
+    from diffusers import StableDiffusionXLPipeline
 
-    unet = UNet2DConditionModel.from_pretrained(xl_base_dir, subfolder="unet")
-    torch.manual_seed(3)
-    unet.add_adapter(LoraConfig(r=2, lora_alpha=2, init_lora_weights=False,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
-    folder = tmp_path_factory.mktemp("lora")
-    StableDiffusionXLPipeline.save_lora_weights(folder, unet_lora_layers=layers)
-    return folder / "pytorch_lora_weights.safetensors"
+    return save_peft_lora(xl_base_dir, StableDiffusionXLPipeline, tmp_path_factory.mktemp("lora"))
 
 
 def _image(h=64, w=64, seed=0):

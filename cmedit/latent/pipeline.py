@@ -67,6 +67,15 @@ class LatentEditMethods:
     """
 
     takes_pooled_embeds = False  # SDXL: prompt_embeds come with pooled_prompt_embeds
+    saved_class_name = "LatentConsistencyModelPipeline"  # the diffusers pipeline a saved folder names
+
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        """Save as diffusers does, naming :attr:`saved_class_name` so that the folder loads without cmedit."""
+        super().save_pretrained(save_directory, **kwargs)
+        index_path = Path(save_directory) / "model_index.json"
+        index = json.loads(index_path.read_text())
+        index["_class_name"] = self.saved_class_name
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
     @property
     def resolution(self) -> int:
@@ -431,14 +440,6 @@ class LatentEditPipeline(LatentEditMethods, LatentConsistencyModelPipeline):
                          safety_checker=safety_checker, feature_extractor=feature_extractor,
                          image_encoder=image_encoder, requires_safety_checker=requires_safety_checker)
         self._init_edit_state()
-
-    def save_pretrained(self, save_directory, **kwargs) -> None:
-        """Save as diffusers does, naming ``LatentConsistencyModelPipeline`` so the folder loads without cmedit."""
-        super().save_pretrained(save_directory, **kwargs)
-        index_path = Path(save_directory) / "model_index.json"
-        index = json.loads(index_path.read_text())
-        index["_class_name"] = "LatentConsistencyModelPipeline"
-        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
     def _conditioning(self, text: TextConditioning, batch: int, per_prompt: int, device, size=None) -> dict:
         """UNet keyword arguments for ``batch * per_prompt`` samples: text embeddings and guidance embedding.

@@ -23,8 +23,6 @@ overflows in float16) encodes and decodes in float32, as in diffusers.
 from __future__ import annotations
 
 import contextlib
-import json
-from pathlib import Path
 
 import torch
 from diffusers import LCMScheduler, StableDiffusionXLPipeline
@@ -42,6 +40,8 @@ class LatentXLEditPipeline(LatentEditMethods, StableDiffusionXLPipeline):
     cmedit's edits keep byte for byte, so cmedit never applies it.
     """
 
+    saved_class_name = "StableDiffusionXLPipeline"
+
     takes_pooled_embeds = True
 
     def __init__(self, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, unet, scheduler,
@@ -54,14 +54,6 @@ class LatentXLEditPipeline(LatentEditMethods, StableDiffusionXLPipeline):
                          feature_extractor=feature_extractor,
                          force_zeros_for_empty_prompt=force_zeros_for_empty_prompt, add_watermarker=False)
         self._init_edit_state()
-
-    def save_pretrained(self, save_directory, **kwargs) -> None:
-        """Save as diffusers does, naming ``StableDiffusionXLPipeline`` so the folder loads without cmedit."""
-        super().save_pretrained(save_directory, **kwargs)
-        index_path = Path(save_directory) / "model_index.json"
-        index = json.loads(index_path.read_text())
-        index["_class_name"] = "StableDiffusionXLPipeline"
-        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
     def _conditioning(self, text: TextConditioning, batch: int, per_prompt: int, device, size) -> dict:
         """UNet keyword arguments for ``batch * per_prompt`` samples of ``size`` ``(H, W)`` pixels.
