@@ -253,8 +253,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
         if isinstance(operator, LinearOperator):
             y = images.whole()
             if strength is None and timesteps is None:
-                timesteps = sigma_timesteps(self.scheduler.config, num_inference_steps or DEFAULT_EDIT_STEPS,
-                                            *operator.default_sigmas)
+                steps = DEFAULT_EDIT_STEPS if num_inference_steps is None else num_inference_steps
+                timesteps = sigma_timesteps(self.scheduler.config, steps, *operator.default_sigmas)
                 num_inference_steps = None
             strength = 1.0 if strength is None else strength
             options = EditOptions(num_inference_steps, timesteps, strength, class_labels, num_images_per_prompt,
@@ -266,8 +266,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
             with torch.inference_mode():
                 x = restore(self, y, operator, options, overlap=overlap)
             return self._output(x, output_type, return_dict)
-        options = EditOptions(num_inference_steps, timesteps, 1.0 if strength is None else strength, class_labels, num_images_per_prompt,
-                              generator, noise_level)
+        options = EditOptions(num_inference_steps, timesteps, 1.0 if strength is None else strength, class_labels,
+                              num_images_per_prompt, generator, noise_level)
         self._check_result("the result", *images.shape[-2:], options.num_images_per_prompt)
         self._note_domain(*images.shape[-2:])
         return self._output_bands(images, operator, options, output_type, return_dict)
@@ -573,8 +573,8 @@ class ConsistencyEditPipeline(DiffusionPipeline):
                              num_images_per_prompt=num_images_per_prompt, generator=generator,
                              output_type=output_type, return_dict=return_dict, noise_level=noise_level,
                              overlap=overlap)
-        options = EditOptions(num_inference_steps, timesteps, 1.0 if strength is None else strength, class_labels, num_images_per_prompt,
-                              generator, noise_level)
+        options = EditOptions(num_inference_steps, timesteps, 1.0 if strength is None else strength, class_labels,
+                              num_images_per_prompt, generator, noise_level)
         self._note_domain(low.shape[-2] * factor, low.shape[-1] * factor)
         if max(low.shape[-2:]) * factor > self.resolution:
             with torch.inference_mode():

@@ -184,6 +184,8 @@ def test_restoration_defaults_and_an_explicit_strength(pipe, monkeypatch):
     reference = tiny_scheduler()
     reference.set_timesteps(2)
     assert seen[2][0] == reference.timesteps.tolist()  # strength 1: the scheduler's own schedule from sigma_max
+    with pytest.raises(ValueError, match="num_inference_steps"):  # not taken as "the default number"
+        pipe.deblur(image, blur, num_inference_steps=0, generator=gen())
 
 
 def test_tiled_restoration_takes_a_list_of_one_generator(pipe):
