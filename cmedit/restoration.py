@@ -28,7 +28,7 @@ from .core.linear import LinearOperator
 from .core.noise import noise_eta, step_eta
 from .core.schedules import set_timesteps
 from .fullres.canvas import reflect_crop
-from .fullres.tiles import blend_tiles, tile_starts, tile_window
+from .fullres.tiles import blend_candidates, tile_starts, tile_window
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +99,7 @@ def restore(pipe, y: torch.Tensor, operator: LinearOperator, options: EditOption
 
     starts = [(top * factor, left * factor) for top in row_starts for left in col_starts]
     window = tile_window(tile, factor, overlap)
-    blended = []
-    for b in range(len(y)):
-        for j in range(k):
-            tiles = edited[b * per_image * k + j:(b + 1) * per_image * k:k]  # candidate j of each tile
-            blended.append(blend_tiles(tiles, starts, full, window))
-    x = torch.cat(blended)
+    x = blend_candidates(edited, len(y), k, starts, full, window)
     if not full_size_projection_possible(operator, full):
         logger.info("%s at %dx%d: no full-size projection; tiles kept", operator, *full[::-1])
         return x.clamp(-1, 1)

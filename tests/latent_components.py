@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 # A byte-level BPE vocabulary: the 256 byte symbols and their end-of-word forms, plus CLIP's specials.
@@ -140,3 +141,14 @@ def save_peft_lora(base_dir: Path, pipeline_class, folder: Path) -> Path:
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     pipeline_class.save_lora_weights(folder, unet_lora_layers=layers)
     return Path(folder) / "pytorch_lora_weights.safetensors"
+
+
+def write_image_and_mask(folder: Path, image: np.ndarray) -> tuple[Path, Path]:
+    """``image`` (uint8) as ``in.png`` and a mask with a white rectangle as ``mask.png`` in ``folder``."""
+    from PIL import Image
+
+    Image.fromarray(image).save(folder / "in.png")
+    mask = np.zeros(image.shape[:2], dtype=np.uint8)
+    mask[8:24, 8:40] = 255
+    Image.fromarray(mask).save(folder / "mask.png")
+    return folder / "in.png", folder / "mask.png"

@@ -13,7 +13,8 @@ from cmedit.latent.pipeline import LatentEditPipeline  # noqa: E402
 from cmedit.latent.projection import LatentProjectionScheduler, latent_mask  # noqa: E402
 from cmedit.models.loading import ModelLoadError  # noqa: E402
 
-from latent_components import save_lcm_folder, save_peft_lora, save_sdxl_folder, tiny_components  # noqa: E402
+from latent_components import (save_lcm_folder, save_peft_lora, save_sdxl_folder, tiny_components,  # noqa: E402
+                               write_image_and_mask)
 
 PROMPT = "a red car"
 
@@ -247,10 +248,8 @@ def test_cli_on_a_latent_folder(lcm_dir, model_dir, tmp_path):
     from cmedit.cli import main
 
     image = (_image(64, 64, seed=6) * 255).astype(np.uint8)
-    Image.fromarray(image).save(tmp_path / "in.png")
-    mask = np.zeros((64, 64), dtype=np.uint8)
-    mask[8:24, 8:40] = 255
-    Image.fromarray(mask).save(tmp_path / "mask.png")
+    _, mask_path = write_image_and_mask(tmp_path, image)
+    mask = np.asarray(Image.open(mask_path))
     runner = CliRunner()
     common = ["-m", str(lcm_dir), "--seed", "0", "-q"]
     result = runner.invoke(main, ["inpaint", "--mask", str(tmp_path / "mask.png"), str(tmp_path / "in.png"),

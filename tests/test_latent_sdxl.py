@@ -14,7 +14,7 @@ from cmedit import load_pipeline  # noqa: E402
 from cmedit.latent.sdxl import LatentXLEditPipeline  # noqa: E402
 from cmedit.models.loading import ModelLoadError  # noqa: E402
 
-from latent_components import save_peft_lora, save_sdxl_folder  # noqa: E402
+from latent_components import save_peft_lora, save_sdxl_folder, write_image_and_mask  # noqa: E402
 
 PROMPT = "a red car"
 STEPS = 2
@@ -227,10 +227,8 @@ def test_cli_on_an_sdxl_folder_and_base_with_lora(xl_dir, xl_base_dir, lora_file
     from cmedit.cli import main
 
     image = (_image(64, 64, seed=6) * 255).astype(np.uint8)
-    Image.fromarray(image).save(tmp_path / "in.png")
-    mask = np.zeros((64, 64), dtype=np.uint8)
-    mask[8:24, 8:40] = 255
-    Image.fromarray(mask).save(tmp_path / "mask.png")
+    _, mask_path = write_image_and_mask(tmp_path, image)
+    mask = np.asarray(Image.open(mask_path))
     runner = CliRunner()
     common = ["-m", str(xl_dir), "--seed", "0", "-q", "--steps", str(STEPS)]
     result = runner.invoke(main, ["inpaint", "--mask", str(tmp_path / "mask.png"), str(tmp_path / "in.png"),

@@ -52,6 +52,7 @@ class MaskedProjectionScheduler:
             raise ValueError(f"fresh_noise must be in [0, 1], got {fresh_noise}")
         self.fresh_noise = float(fresh_noise)
         self._etas: list[float] = []
+        self._step_sigmas: list[float] = []
         # With noise, leave the last step's estimate unprojected (cmedit.core.noise.FINAL_DENOISE).
         from .noise import FINAL_DENOISE
 
@@ -87,6 +88,7 @@ class MaskedProjectionScheduler:
         self._scalings = [self._step_scalings(n) for n in range(len(self.timesteps))]
         self._etas = [float(self.eta(float(self.sigmas[n]))) if callable(self.eta) else self.eta
                       for n in range(len(self.timesteps))]
+        self._step_sigmas = [float(self.sigmas[n]) for n in range(len(self.timesteps))]  # for the reused noise
         self._step_index = 0
 
     def _step_scalings(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -152,7 +154,7 @@ class MaskedProjectionScheduler:
         if self.fresh_noise == 1:
             prev_sample = denoised + noise * config.s_noise * noise_scale
         else:  # part of the noise reused, sign reversed (docs/design.md, section 12)
-            reused = (estimate - sample) / self.sigmas[index].to(sample.device, sample.dtype)
+            reused = (estimate - sample) / self._step_sigmas[index]
             mixed = self.fresh_noise * config.s_noise * noise + (1 - self.fresh_noise**2) ** 0.5 * reused
             prev_sample = denoised + noise_scale * mixed
 

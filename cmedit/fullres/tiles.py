@@ -57,6 +57,16 @@ def tile_window(tile: int, factor: int, overlap: int) -> torch.Tensor:
     return window.repeat_interleave(factor, dim=0).repeat_interleave(factor, dim=1).float()
 
 
+def blend_candidates(edited: torch.Tensor, count: int, k: int, starts: list[tuple[int, int]], size: tuple[int, int],
+                     window: torch.Tensor) -> torch.Tensor:
+    """:func:`blend_tiles` for ``count`` images of ``k`` candidates each: ``edited`` holds every image's tiles in
+    order, the ``k`` candidates of a tile adjacent. Returns ``(count * k, C, H, W)``, candidates adjacent."""
+    per_image = len(starts)
+    blended = [blend_tiles(edited[b * per_image * k + j:(b + 1) * per_image * k:k], starts, size, window)
+               for b in range(count) for j in range(k)]  # candidate j of each of image b's tiles
+    return torch.cat(blended)
+
+
 def blend_tiles(
     tiles: torch.Tensor, starts: list[tuple[int, int]], size: tuple[int, int], window: torch.Tensor
 ) -> torch.Tensor:
@@ -133,16 +143,10 @@ def super_resolve_tiled(
         operator = compose(Colorization(), operator)
     edited = edit_crops(pipe, torch.cat(pieces), operator, owners, len(low), options).to(low.device, torch.float32)
 
-    per_image = len(row_starts) * len(col_starts)
     starts = [(top * factor, left * factor) for top in row_starts for left in col_starts]
     window = tile_window(tile, factor, overlap)
     high_size = (height * factor, width * factor)
-    blended = []
-    for b in range(len(low)):
-        for j in range(k):
-            tiles = edited[b * per_image * k + j:(b + 1) * per_image * k:k]  # candidate j of each tile
-            blended.append(blend_tiles(tiles, starts, high_size, window))
-    x = torch.cat(blended)
+    x = blend_candidates(edited, len(low), k, starts, high_size, window)
 
     # The final projection at full size, as ``pipe.edit_tensor`` does after its resize.
     y = upsample(low.float()).repeat_interleave(k, dim=0)

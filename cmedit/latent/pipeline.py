@@ -382,11 +382,7 @@ class LatentEditMethods:
     def _note_domain(self, height: int, width: int) -> None:
         """Latent models have no small native domain to warn about (``ConsistencyEditPipeline`` asks)."""
 
-    def _check_result(self, what: str, height: int, width: int, candidates: int) -> None:
-        """Refuse a full-resolution buffer above :attr:`max_pixels` up front (``cmedit.fullres.budget``)."""
-        from ..fullres.budget import check_pixels
-
-        check_pixels(what, height, width, candidates, self.max_pixels)
+    _check_result = ConsistencyEditPipeline._check_result  # the up-front buffer check, against max_pixels
 
     def inpaint(self, image: ImageBatchInput, mask: ImageBatchInput, *, prompt=None, negative_prompt=None,
                 guidance_scale: float | None = None, prompt_embeds=None, pooled_prompt_embeds=None, **kwargs):
